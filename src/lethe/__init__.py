@@ -1,0 +1,52 @@
+"""Lethe: prevent, remove and audit memorization in large language models.
+
+Python API (mirrors the CLI):
+
+    import lethe
+    run_dir, metrics = lethe.train("configs/goldfish.yaml", ["train.goldfish.k=3"])
+    run_dir, summary = lethe.audit_extraction("runs/x/model", data="embedded")
+    mask = lethe.goldfish_mask(input_ids, k=4, h=13)
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from lethe.errors import LetheError
+
+__version__ = "0.1.0"
+__all__ = ["LetheError", "audit_extraction", "demo_goldfish", "goldfish_mask", "train", "__version__"]
+
+
+def goldfish_mask(*args: Any, **kwargs: Any):
+    """See :func:`lethe.train.goldfish.goldfish_mask`."""
+    from lethe.train.goldfish import goldfish_mask as _mask
+
+    return _mask(*args, **kwargs)
+
+
+def train(config: str | Path | None = None, overrides: list[str] | tuple[str, ...] = (),
+          quiet: bool = True) -> tuple[Path, dict[str, Any]]:
+    """``lethe train CONFIG overrides...``: returns (run directory, metrics)."""
+    from lethe.config import TrainConfig, load_config
+    from lethe.train.trainer import run_training
+
+    return run_training(load_config(TrainConfig, config, overrides), quiet=quiet)
+
+
+def audit_extraction(model: str | Path, data: str = "embedded", run_dir: str | Path | None = None,
+                     **settings: Any) -> tuple[Path, dict[str, Any]]:
+    """``lethe audit extraction --model M --data D``: returns (run directory, summary)."""
+    from lethe.audit.commands import ExtractionSettings
+    from lethe.audit.commands import audit_extraction as _audit
+
+    return _audit(ExtractionSettings(model=str(model), data=data, **settings), run_dir)
+
+
+def demo_goldfish(overrides: list[str] | tuple[str, ...] = (), quiet: bool = True) -> tuple[Path, dict[str, Any]]:
+    """``lethe demo goldfish overrides...``: returns (run directory, metrics)."""
+    from lethe.config import load_config
+    from lethe.demo.goldfish import GoldfishDemoConfig, run_goldfish_demo
+
+    return run_goldfish_demo(load_config(GoldfishDemoConfig, None, overrides), quiet=quiet)

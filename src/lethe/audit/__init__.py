@@ -1,0 +1,1 @@
+"""Memorization audits: verbatim extraction (greedy / beam continuation of training-text prefixes)."""

@@ -1,0 +1,142 @@
+"""``lethe <command>``: the command-line interface.
+
+Commands: ``data fictional``, ``train``, ``audit extraction``, ``demo goldfish``. Every command writes a
+run directory; bad input ends with one line ``error: <what is wrong>`` and exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from collections.abc import Sequence
+
+from lethe.errors import LetheError
+
+
+def _quiet_libraries(quiet: bool) -> None:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    import transformers
+
+    transformers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+    logging.getLogger("transformers").setLevel(logging.ERROR)
+    if quiet:
+        os.environ["TQDM_DISABLE"] = "1"
+
+
+def cmd_data_fictional(args: argparse.Namespace) -> None:
+    from lethe.data.fictional import generate_world
+
+    if args.authors < 1:
+        raise LetheError(f"--authors must be >= 1, got {args.authors}")
+    summary = generate_world(args.out, n_authors=args.authors, seed=args.seed)
+    if not args.quiet:
+        print(f"wrote the fictional world ({args.authors} authors, seed {args.seed}) to {args.out}")
+        print(summary)
+
+
+def _split_config_and_overrides(items: Sequence[str]) -> tuple[str | None, list[str]]:
+    if items and "=" not in items[0]:
+        return items[0], list(items[1:])
+    return None, list(items)
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    from lethe.config import TrainConfig, load_config
+    from lethe.train.trainer import run_training
+
+    path, overrides = _split_config_and_overrides(args.config)
+    if args.run_dir:
+        overrides.append(f"run_dir={args.run_dir}")
+    config = load_config(TrainConfig, path, overrides)
+    run_dir, metrics = run_training(config, quiet=args.quiet)
+    print(f"run directory: {run_dir}")
+    if not args.quiet:
+        print(json.dumps({k: metrics[k] for k in ("steps", "train_loss", "supervised_tokens")}, indent=2))
+
+
+def cmd_audit_extraction(args: argparse.Namespace) -> None:
+    from lethe.audit.commands import ExtractionSettings, audit_extraction
+
+    if args.suffix_len < 1:
+        raise LetheError(f"--suffix-len must be >= 1, got {args.suffix_len}")
+    settings = ExtractionSettings(model=args.model, data=args.data, suffix_len=args.suffix_len,
+                                  prefix_len=args.prefix_len, batch_size=args.batch_size, limit=args.limit)
+    run_dir, summary = audit_extraction(settings, args.run_dir)
+    print(f"run directory: {run_dir}")
+    if not args.quiet:
+        print(json.dumps(summary, indent=2))
+
+
+def cmd_demo_goldfish(args: argparse.Namespace) -> None:
+    from lethe.demo.goldfish import GoldfishDemoConfig, run_goldfish_demo
+    from lethe.config import load_config
+
+    overrides = list(args.overrides)
+    if args.run_dir:
+        overrides.append(f"run_dir={args.run_dir}")
+    config = load_config(GoldfishDemoConfig, args.config, overrides)
+    run_goldfish_demo(config, quiet=args.quiet)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="lethe", description="Prevent, remove and audit memorization in LLMs.")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--quiet", action="store_true", help="no progress bars or tables")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    data = commands.add_parser("data", help="generate data sets").add_subparsers(dest="what", required=True)
+    fictional = data.add_parser("fictional", parents=[common], help="write the embedded fictional world")
+    fictional.add_argument("--out", required=True, help="output folder")
+    fictional.add_argument("--authors", type=int, default=100, help="number of authors (default 100)")
+    fictional.add_argument("--seed", type=int, default=0, help="generator seed (same seed, same bytes)")
+    fictional.set_defaults(func=cmd_data_fictional)
+
+    train = commands.add_parser("train", parents=[common], help="train / fine-tune a causal LM (goldfish optional)",
+                                description="lethe train [CONFIG.yaml] [key=value ...], e.g. "
+                                            "lethe train configs/goldfish.yaml train.goldfish.k=3")
+    train.add_argument("config", nargs="*", help="a YAML config, then dotted overrides key=value")
+    train.add_argument("--run-dir", help="run directory (re-run the same one to resume)")
+    train.set_defaults(func=cmd_train)
+
+    audit = commands.add_parser("audit", help="measure memorization").add_subparsers(dest="what", required=True)
+    extraction = audit.add_parser("extraction", parents=[common], help="verbatim extraction: prefix -> greedy suffix")
+    extraction.add_argument("--model", required=True, help="model folder or preset (smollm2-135m)")
+    extraction.add_argument("--data", default="embedded",
+                            help="documents file (JSONL with id/text, or .txt), a world folder, or 'embedded'")
+    extraction.add_argument("--suffix-len", type=int, default=50, help="tokens to extract (default 50)")
+    extraction.add_argument("--prefix-len", type=int, default=0, help="prefix tokens (default 0 = all before)")
+    extraction.add_argument("--batch-size", type=int, default=32)
+    extraction.add_argument("--limit", type=int, default=0, help="audit only the first N documents")
+    extraction.add_argument("--run-dir", help="run directory")
+    extraction.set_defaults(func=cmd_audit_extraction)
+
+    demo = commands.add_parser("demo", help="end-to-end demos").add_subparsers(dest="what", required=True)
+    goldfish = demo.add_parser("goldfish", parents=[common],
+                               help="standard vs goldfish training on the embedded world, then audit both")
+    goldfish.add_argument("overrides", nargs="*", help="dotted overrides, e.g. steps=300 goldfish.k=3")
+    goldfish.add_argument("--config", help="YAML config for the demo")
+    goldfish.add_argument("--run-dir", help="run directory")
+    goldfish.set_defaults(func=cmd_demo_goldfish)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    _quiet_libraries(getattr(args, "quiet", False))
+    try:
+        args.func(args)
+    except LetheError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("error: interrupted (re-run with the same --run-dir to resume)", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

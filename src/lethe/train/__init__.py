@@ -1,0 +1,1 @@
+"""Training: goldfish loss, batch collation and the trainer."""
