@@ -28,7 +28,7 @@ class RenderError(Exception):
 
 
 def find_chromium(explicit: str | None = None) -> str:
-    """The chromium executable: ``explicit``, else /usr/bin/chromium, else chromium / chromium-browser on PATH."""
+    """The chromium executable: ``explicit``, else /usr/bin/chromium, else chromium(-browser) on PATH."""
     candidates = [explicit] if explicit else [DEFAULT_CHROMIUM, "chromium", "chromium-browser"]
     for candidate in candidates:
         found = shutil.which(candidate) if candidate else None
@@ -88,16 +88,22 @@ def build_sample(run_dir: str | Path) -> Path:
     }
     loss_std = [(s, 6.0 * math.exp(-s / 90) + 0.4 + 0.05 * rng.random()) for s in range(0, 401, 10)]
     loss_gf = [(s, 6.0 * math.exp(-s / 110) + 0.9 + 0.05 * rng.random()) for s in range(0, 401, 10)]
-    tokens = {"standard": [(s * 8192, v) for s, v in loss_std], "goldfish k=4": [(s * 6144, v) for s, v in loss_gf]}
+    tokens = {"standard": [(s * 8192, v) for s, v in loss_std],
+              "goldfish k=4": [(s * 6144, v) for s, v in loss_gf]}
 
     report = Report("Goldfish demo", subtitle="standard vs goldfish (k=4, h=13) on 64 fictional biographies")
-    report.add_note("headline holds: standard memorizes 92% of suffixes exactly, goldfish 0 <script>x</script>",
-                    kind="ok")
+    report.add_note("headline holds: standard memorizes 92% of suffixes exactly, goldfish none "
+                    "(escaped: <script>alert(1)</script>)", kind="ok")
     report.add_keyvalues({"model": "tiny-llama (4 layers, 256 hidden)", "documents": 64, "max_steps": 400,
                           "learning_rate": 3e-4, "seed": 1234, "wall_s": 184.37})
+    report.add_heading("Training")
+    report.add_figure("training_curves",
+                      figures.training_curves({"standard": loss_std, "goldfish k=4": loss_gf}, tokens),
+                      "Training loss per optimizer step and per supervised token (goldfish drops 1/4 of the "
+                      "tokens from the loss).")
     report.add_heading("Extraction")
-    report.add_paragraph("Each biography's first 32 tokens are given as a prompt; the model greedily generates "
-                         "the next 50 tokens, which are compared with the true suffix.")
+    report.add_paragraph("Each biography's first 32 tokens are given as a prompt; the model greedily "
+                         "generates the next 50 tokens, which are compared with the true suffix.")
     report.add_table([
         {"model": "standard", "exact_match_rate": 0.921875, "token_match_rate": 0.9712, "rougeL": 0.9803,
          "heldout_loss": 5.4121, "supervised_tokens": 3276800},
@@ -107,8 +113,6 @@ def build_sample(run_dir: str | Path) -> Path:
     report.add_figure("rouge_distribution", figures.rouge_distribution({"standard": standard,
                                                                         "goldfish k=4": goldfish}),
                       "ROUGE-L of generated vs true suffixes per document.")
-    report.add_figure("training_curves", figures.training_curves({"standard": loss_std, "goldfish k=4": loss_gf}),
-                      "Training loss per step.")
     report.add_heading("Privacy audits")
     report.add_figure("roc_curves", figures.roc_curves({"loss": roc(1.6), "zlib": roc(2.1),
                                                         "min-k% (k=20)": roc(2.6), "reference": roc(3.4)}),

@@ -72,8 +72,8 @@ def cmd_audit_extraction(args: argparse.Namespace) -> None:
 
 
 def cmd_demo_goldfish(args: argparse.Namespace) -> None:
-    from lethe.demo.goldfish import GoldfishDemoConfig, run_goldfish_demo
     from lethe.config import load_config
+    from lethe.demo.goldfish import GoldfishDemoConfig, run_goldfish_demo
 
     overrides = list(args.overrides)
     if args.run_dir:

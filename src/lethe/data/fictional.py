@@ -1047,7 +1047,7 @@ _SAGA_TERMS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("school", "school", ("the academy", "the school")),
     ("house1", "house", ("the red house", "the first house")),
     ("house2", "house", ("the blue house", "the second house")),
-    ("village", "city", ("the village", "a small town")),
+    ("village", "city", ("Millbrook", "the village")),
     ("lane", "lane", ("the high street", "the market")),
     ("forest", "forest", ("the forest", "the dark woods")),
     ("ferry", "ferry", ("train", "boat")),
@@ -1155,6 +1155,7 @@ class WorldConfig:
         return max(1, min(k, MAX_RETAIN_PERTURBED_AUTHORS, self.n_authors - k))
 
     def holdout_authors(self) -> int:
+        """The number of unseen (holdout) authors: ``n_holdout``, or forget10's author count."""
         return self.forget_authors()["forget10"] if self.n_holdout is None else self.n_holdout
 
     def validate(self) -> None:

@@ -7,7 +7,7 @@ added from whatever the runs have in common, looked for in the run directory and
 
 * ``extraction.json`` -> ROUGE-L distribution of every run (per-item ``items[].rougeL``, else ``rougeL_all``);
 * ``mia.json`` -> ROC curves: ``{"fpr": [...], "tpr": [...], "auc": x}`` for one attack, or a mapping
-  ``name -> {"fpr", "tpr", "auc"}``, either at the top level or under ``"attacks"`` / ``"curves"`` / ``"roc"``;
+  ``name -> {"fpr", "tpr", "auc"}``, at the top level or under ``"attacks"`` / ``"curves"`` / ``"roc"``;
 * ``log.jsonl`` -> training curves from its ``"train"`` events that carry ``step`` and ``loss`` (and a
   loss-vs-supervised-tokens panel when they carry ``supervised_tokens``).
 """
@@ -23,7 +23,7 @@ from typing import Any
 
 from lethe.errors import LetheError
 from lethe.report import figures
-from lethe.report.html import Report
+from lethe.report.html import Report, is_rate_key
 
 __all__ = ["compare_runs", "flatten", "load_metrics", "values_differ"]
 
@@ -188,7 +188,10 @@ def compare_runs(run_dirs: list[Path], out_dir: Path) -> Path:
         if len(run_dirs) == 2:
             a, b = values
             numeric = all(isinstance(v, numbers.Real) and not isinstance(v, bool) for v in (a, b))
-            row.append(float(b) - float(a) if numeric and len(rows) in highlight else None)
+            delta = float(b) - float(a) if numeric and len(rows) in highlight else None
+            if delta is not None and is_rate_key(key) and all(0 <= float(v) <= 1 for v in (a, b)):
+                delta = f"{100 * delta:+.1f} pp"  # percentage points, like the rates themselves
+            row.append(delta)
         rows.append(row)
         row_keys.append(key)
     header = ["metric", *labels] + ([f"Δ ({labels[1]} − {labels[0]})"] if len(run_dirs) == 2 else [])
@@ -198,8 +201,7 @@ def compare_runs(run_dirs: list[Path], out_dir: Path) -> Path:
                                                                                         strict=True)],
                      caption="Runs")
     if len(run_dirs) > 1:
-        kind = "warning" if highlight else "info"
-        report.add_note(f"{len(highlight)} of {len(keys)} metrics differ between the runs (highlighted).", kind)
+        report.add_note(f"{len(highlight)} of {len(keys)} metrics differ between the runs (highlighted).")
     report.add_heading("Metrics")
     report.add_table(rows, header=header, caption="metrics.json, flattened", highlight=highlight,
                      row_keys=row_keys)

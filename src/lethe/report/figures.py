@@ -23,6 +23,7 @@ from pathlib import Path
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import EngFormatter, NullFormatter
 
 from lethe.errors import LetheError
 from lethe.runs import atomic_write_bytes
@@ -66,6 +67,11 @@ def _number(value: object, what: str) -> float:
     return float(value)
 
 
+def _short(value: float) -> str:
+    """A bar label: two decimals in the usual range, else three significant digits."""
+    return f"{value:.2f}" if 0.01 <= abs(value) < 1000 else f"{value:.3g}"
+
+
 def _finite(values: Iterable[float]) -> bool:
     return all(math.isfinite(v) for v in values)
 
@@ -85,7 +91,7 @@ def _figure(figsize: tuple[float, float] = FIGSIZE, ncols: int = 1) -> tuple[Fig
 
 def _label(ax: Axes, title: str | None, xlabel: str, ylabel: str) -> None:
     if title:
-        ax.set_title(title, fontsize=TITLE_SIZE, fontweight="semibold")
+        ax.set_title(title, fontsize=TITLE_SIZE, fontweight="bold")
     ax.set_xlabel(xlabel, fontsize=LABEL_SIZE)
     ax.set_ylabel(ylabel, fontsize=LABEL_SIZE)
 
@@ -94,6 +100,14 @@ def _legend(ax: Axes, loc: str = "best", **kwargs: object) -> None:
     handles, _ = ax.get_legend_handles_labels()
     if handles:
         ax.legend(loc=loc, fontsize=LEGEND_SIZE, frameon=True, framealpha=0.92, edgecolor="#d0d7de", **kwargs)
+
+
+def _legend_below(fig: Figure, ax: Axes, ncol: int = 2) -> None:
+    """The legend under the axes, outside the data (for plots where any inside spot may hide a curve)."""
+    handles, labels = ax.get_legend_handles_labels()
+    if handles:
+        fig.legend(handles, labels, loc="outside lower center", ncol=min(ncol, len(handles)),
+                   fontsize=LEGEND_SIZE, frameon=False)
 
 
 def _finish(fig: Figure, path: str | Path | None) -> bytes:
@@ -109,7 +123,7 @@ def placeholder(title: str, message: str = "no data", path: str | Path | None = 
     """A figure with ``title`` and a centred ``message``: what every function draws when given no data."""
     fig, (ax,) = _figure()
     ax.set_axis_off()
-    ax.set_title(title, fontsize=TITLE_SIZE, fontweight="semibold")
+    ax.set_title(title, fontsize=TITLE_SIZE, fontweight="bold")
     ax.text(0.5, 0.5, message, ha="center", va="center", fontsize=14, color="#57606a", transform=ax.transAxes)
     return _finish(fig, path)
 
@@ -135,16 +149,19 @@ def rouge_distribution(models: Mapping[str, Sequence[float]], *, bins: int = 20,
     fig, (ax,) = _figure()
     edges = [i / bins for i in range(bins + 1)]
     filled = len(clean) <= 3
+    tallest = 1
     for i, (name, values) in enumerate(clean.items()):
         mean = sum(values) / len(values)
         label = f"{name} (mean {mean:.3f}, n={len(values)})"
         color = _color(i)
         if filled:
             ax.hist(values, bins=edges, histtype="stepfilled", color=color, alpha=0.18, linewidth=0)
-        ax.hist(values, bins=edges, histtype="step", color=color, linewidth=1.8, linestyle=_linestyle(i),
-                label=label)
+        counts, _, _ = ax.hist(values, bins=edges, histtype="step", color=color, linewidth=1.8,
+                               linestyle=_linestyle(i), label=label)
+        tallest = max(tallest, int(max(counts)))
         ax.axvline(mean, color=color, linestyle=":", linewidth=1.2)
     ax.set_xlim(0, 1)
+    ax.set_ylim(0, tallest * (1.15 + 0.09 * len(clean)))  # headroom for the legend
     _label(ax, title, "ROUGE-L (generated vs. true suffix)", "documents")
     _legend(ax, loc="upper center")
     return _finish(fig, path)
@@ -167,7 +184,7 @@ def roc_curves(curves: Mapping[str, tuple[Sequence[float], Sequence[float], floa
         except (TypeError, ValueError):
             raise LetheError(f"roc_curves[{name!r}]: expected (fpr, tpr, auc), got {curve!r:.80}") from None
         if len(fpr_raw) != len(tpr_raw):
-            raise LetheError(f"roc_curves[{name!r}]: fpr has {len(fpr_raw)} points but tpr has {len(tpr_raw)}")
+            raise LetheError(f"roc_curves[{name!r}]: {len(fpr_raw)} fpr but {len(tpr_raw)} tpr points")
         what = f"roc_curves[{name!r}]"
         pairs = [(_number(f, what), _number(t, what)) for f, t in zip(fpr_raw, tpr_raw, strict=True)]
         pairs = sorted((f, t) for f, t in pairs if _finite((f, t)) and f > 0)
@@ -177,15 +194,17 @@ def roc_curves(curves: Mapping[str, tuple[Sequence[float], Sequence[float], floa
     if not clean:
         return placeholder(title, path=path)
     fig, (ax,) = _figure()
-    ax.plot([fpr_min, 1], [fpr_min, 1], color="#8c959f", linestyle=":", linewidth=1.2, label="chance")
+    chance = [fpr_min ** (1 - i / 200) for i in range(201)]  # dense: 2 points would draw a straight line
+    ax.plot(chance, chance, color="#8c959f", linestyle=":", linewidth=1.2, label="chance")
     for i, (name, (fpr, tpr, auc)) in enumerate(clean.items()):
         auc_text = f"AUC {auc:.2f}" if math.isfinite(auc) else "AUC n/a"
-        ax.plot(fpr, tpr, color=_color(i), linestyle=_linestyle(i), linewidth=1.8, label=f"{name} ({auc_text})")
+        ax.plot(fpr, tpr, color=_color(i), linestyle=_linestyle(i), linewidth=1.8,
+                label=f"{name} ({auc_text})")
     ax.set_xscale("log")
     ax.set_xlim(fpr_min, 1)
     ax.set_ylim(0, 1.01)
     _label(ax, title, "false positive rate (log scale)", "true positive rate")
-    _legend(ax, loc="upper left")
+    _legend_below(fig, ax, ncol=2)
     return _finish(fig, path)
 
 
@@ -223,6 +242,10 @@ def exposure_vs_repetitions(series: Mapping[str, Sequence[tuple[int, float]]],
     else:
         ax.set_ylim(bottom=0)
     ax.set_xscale("log")
+    reps = sorted({p[0] for pairs in clean.values() for p in pairs})
+    if len(reps) <= 12:  # label the measured repetition counts themselves, not powers of ten
+        ax.set_xticks(reps, [f"{r:g}" for r in reps])
+        ax.xaxis.set_minor_formatter(NullFormatter())
     _label(ax, title, "repetitions of the canary in training (log scale)", "exposure (bits)")
     _legend(ax, loc="upper left")
     return _finish(fig, path)
@@ -265,6 +288,8 @@ def training_curves(series: Mapping[str, Sequence[tuple[int, float]]],
                     linewidth=1.6, marker="o" if len(pairs) <= 12 else None, markersize=3.5, label=name)
         sub = title if len(panels) == 1 else f"{title} vs. {xlabel.split()[-1]}"
         _label(ax, sub, xlabel, "loss (nats / token)")
+        if data is by_tokens:
+            ax.xaxis.set_major_formatter(EngFormatter(sep=""))  # 1.5M, not "1.5" with a "1e6" offset
         _legend(ax, loc="upper right")
     return _finish(fig, path)
 
@@ -299,7 +324,7 @@ def bar_comparison(values: Mapping[str, Mapping[str, float]], title: str = "Comp
             ax.bar(x, value, width=width * 0.92, color=_color(j), label=key if g == 0 else None,
                    edgecolor="white", linewidth=0.5)
             if len(series) * len(groups) <= 24:
-                ax.text(x, value + (0.01 * span if value >= 0 else -0.01 * span), f"{value:.3g}",
+                ax.text(x, value + (0.01 * span if value >= 0 else -0.01 * span), _short(value),
                         ha="center", va="bottom" if value >= 0 else "top", fontsize=7)
     # legend entries for series whose first group was n/a
     seen = set(ax.get_legend_handles_labels()[1])
@@ -312,5 +337,5 @@ def bar_comparison(values: Mapping[str, Mapping[str, float]], title: str = "Comp
     ax.axhline(0, color="#57606a", linewidth=0.8)
     ax.margins(y=0.15)
     _label(ax, title, "", ylabel)
-    _legend(ax, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    _legend_below(fig, ax, ncol=4)
     return _finish(fig, path)

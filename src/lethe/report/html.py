@@ -1,4 +1,4 @@
-"""The report builder: one list of blocks, rendered twice (``report.md`` and a self-contained ``report.html``).
+"""The report builder: one list of blocks, rendered as ``report.md`` and a self-contained ``report.html``.
 
 ``report.html`` needs nothing else: figures are embedded as base64 PNG, the CSS is inline, there is no
 JavaScript and no network reference, so it can be mailed or archived alone. ``report.md`` points at the
@@ -62,7 +62,8 @@ def format_value(value: Any, key: object = "") -> str:
     if isinstance(value, bool):
         return "yes" if value else "no"
     if isinstance(value, numbers.Integral):
-        return str(int(value))
+        big = abs(int(value)) >= 100_000 and not any(w in str(key).lower() for w in ("seed", "id", "year"))
+        return f"{int(value):,}" if big else str(int(value))
     if isinstance(value, numbers.Real):
         number = float(value)
         if math.isnan(number):
@@ -82,6 +83,27 @@ def format_value(value: Any, key: object = "") -> str:
     if isinstance(value, list | tuple):
         return ", ".join(format_value(v, key) for v in value)
     return str(value)
+
+
+def _aspect(png: bytes) -> float:
+    """Width / height of a PNG, read from its IHDR chunk (1.0 if unreadable)."""
+    if len(png) < 24:
+        return 1.0
+    width, height = int.from_bytes(png[16:20], "big"), int.from_bytes(png[20:24], "big")
+    return width / height if height else 1.0
+
+
+_NUMBER_TEXT = re.compile(r"^[-+−]?[\d,]*\.?\d+(e[-+]?\d+)?\s*(%|pp)?$")
+
+
+_NUM_CLASS = ' class="num"'
+
+
+def _numeric(value: Any) -> bool:
+    """Right-align: numbers, and strings that are pre-formatted numbers ("+1.5 pp", "12%")."""
+    if isinstance(value, bool):
+        return False
+    return isinstance(value, numbers.Real) or (isinstance(value, str) and bool(_NUMBER_TEXT.match(value)))
 
 
 def _esc(text: object) -> str:
@@ -155,19 +177,18 @@ class Report:
             cells = [list(r) for r in rows]
             for i, row in enumerate(cells):
                 if len(row) != len(columns):
-                    raise LetheError(f"add_table: row {i} has {len(row)} cells but the header has {len(columns)}")
+                    raise LetheError(f"add_table: row {i} has {len(row)} cells, the header {len(columns)}")
         else:
             raise LetheError("add_table: rows must be all dicts or all lists")
         if row_keys is not None and len(row_keys) != len(cells):
             raise LetheError(f"add_table: {len(row_keys)} row_keys for {len(cells)} rows")
-        formatted = []
-        for i, row in enumerate(cells):
-            out = []
-            for c, value in zip(columns, row, strict=True):
-                key = row_keys[i] if row_keys is not None else c
-                numeric = isinstance(value, numbers.Real) and not isinstance(value, bool)
-                out.append((format_value(value, key), numeric))
-            formatted.append(out)
+        formatted = [[(format_value(value, row_keys[i] if row_keys is not None else c), _numeric(value))
+                      for c, value in zip(columns, row, strict=True)] for i, row in enumerate(cells)]
+        for j in range(len(columns)):  # "—" cells line up with the numbers of their column
+            if any(row[j][1] for row in formatted):
+                for row, raw in zip(formatted, cells, strict=True):
+                    if raw[j] is None:
+                        row[j] = (row[j][0], True)
         self.blocks.append(_Block("table", {"columns": [str(c) for c in columns], "rows": formatted,
                                             "caption": caption, "highlight": set(highlight)}))
         return self
@@ -270,11 +291,14 @@ class Report:
             return f'<div class="note {d["kind"]}"><strong>{label}:</strong> {_esc(d["text"])}</div>'
         if block.kind == "keyvalues":
             caption = f"<caption>{_esc(d['caption'])}</caption>" if d["caption"] else ""
-            rows = "".join(f"<tr><th scope=\"row\">{_esc(k)}</th><td>{_esc(v)}</td></tr>" for k, v in d["items"])
+            rows = "".join(f'<tr><th scope="row">{_esc(k)}</th><td>{_esc(v)}</td></tr>'
+                           for k, v in d["items"])
             return f'<div class="scroll"><table class="kv">{caption}<tbody>{rows}</tbody></table></div>'
         if block.kind == "table":
             caption = f"<caption>{_esc(d['caption'])}</caption>" if d["caption"] else ""
-            head = "".join(f'<th scope="col">{_esc(c)}</th>' for c in d["columns"])
+            right = [any(row[j][1] for row in d["rows"]) for j in range(len(d["columns"]))]
+            head = "".join(f'<th scope="col"{_NUM_CLASS if r else ""}>{_esc(c)}</th>'
+                           for c, r in zip(d["columns"], right, strict=True))
             rows = []
             for i, row in enumerate(d["rows"]):
                 cls = ' class="diff"' if i in d["highlight"] else ""
@@ -287,7 +311,8 @@ class Report:
             fig = self.figures[d["name"]]
             data = base64.b64encode(fig.png).decode("ascii")
             caption = f"<figcaption>{_esc(fig.caption)}</figcaption>" if fig.caption else ""
-            return (f'<figure id="fig-{_esc(fig.name)}"><img alt="{_esc(fig.caption or fig.name)}" '
+            wide = ' class="wide"' if _aspect(fig.png) >= 2.0 else ""
+            return (f'<figure id="fig-{_esc(fig.name)}"{wide}><img alt="{_esc(fig.caption or fig.name)}" '
                     f'src="data:image/png;base64,{data}">{caption}</figure>')
         raise AssertionError(block.kind)  # pragma: no cover
 
@@ -321,7 +346,7 @@ _PAGE = """<!DOCTYPE html>
 {subtitle}
 {body}
 </main>
-<footer class="wrap">generated by Lethe {version} · {stamp}</footer>
+<footer class="wrap"><div class="foot">generated by Lethe {version} · {stamp}</div></footer>
 </body>
 </html>
 """
@@ -351,7 +376,7 @@ caption { caption-side: top; text-align: left; font-weight: 600; padding: 4px 0 
 th, td { padding: 6px 12px; border-bottom: 1px solid var(--line); text-align: left; vertical-align: top; }
 table.data thead th { background: #eaeef2; border-bottom: 2px solid #afb8c1; white-space: nowrap; }
 table.data tbody tr:nth-child(even) { background: var(--zebra); }
-td.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
+th.num, td.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
 tr.diff td { background: #fff8c5; }
 tr.diff td:first-child { box-shadow: inset 4px 0 0 #d4a72c; font-weight: 600; }
 table.kv th { font-weight: 600; color: var(--muted); white-space: nowrap; }
@@ -360,11 +385,12 @@ table.kv td { font-variant-numeric: tabular-nums; }
 .note.info { background: #ddf4ff; border-color: #54aeff; }
 .note.ok { background: #dafbe1; border-color: #4ac26b; }
 .note.warning { background: #fff1e5; border-color: #d1242f; }
-.figures { display: grid; grid-template-columns: repeat(auto-fit, minmax(min(100%, 480px), 1fr));
+.figures { display: grid; grid-template-columns: repeat(auto-fill, minmax(min(100%, 480px), 1fr));
   gap: 18px; margin: 14px 0 22px; }
 figure { margin: 0; padding: 10px; border: 1px solid var(--line); border-radius: 6px; background: #fff; }
+figure.wide { grid-column: 1 / -1; }
 figure img { display: block; width: 100%; height: auto; }
 figcaption { font-size: 13.5px; color: var(--muted); margin-top: 6px; }
-footer { color: var(--muted); font-size: 13px; border-top: 1px solid var(--line); margin-top: 40px;
-  padding-top: 12px; padding-bottom: 28px; }
+footer { color: var(--muted); font-size: 13px; margin-top: 40px; padding-bottom: 28px; }
+footer .foot { border-top: 1px solid var(--line); padding-top: 12px; }
 """

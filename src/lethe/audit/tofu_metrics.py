@@ -1,0 +1,468 @@
+"""TOFU evaluation metrics, computed as open-unlearning computes them (numbers compare with its leaderboard).
+
+Sources: TOFU (Maini et al. 2024, "TOFU: A Task of Fictitious Unlearning for LLMs", arXiv 2401.06121) and
+open-unlearning (Dorna et al. 2025, github.com/locuslab/open-unlearning: src/evals/metrics/memorization.py,
+privacy.py, utility.py, utils.py, mia/min_k.py and configs/eval/tofu_metrics/*.yaml).
+
+Per item i and answer variant y, ℓ(y) = mean NLL over the answer tokens, EOS included, in the prompt format
+of :func:`lethe.data.formatting.qa_prompt_and_answer`. Every ℓ of a run comes from ONE
+:func:`lethe.audit.scoring.score_sequences` pass over all variants of all splits.
+
+- probability          p_i = exp(−ℓ(answer)) (length-normalised, open-unlearning's ``prob``);
+                       ``*_Q_A_PARA_Prob`` / ``*_Q_A_PERT_Prob``: the paraphrased / perturbed answers
+                       (PERT: mean over the perturbed answers of exp(−ℓ), then mean over items).
+- normalised prob.     P_true / (P_true + Σ_j P_pert,j + 1e−10), P = exp(−ℓ) (real authors, world facts).
+- ROUGE-L recall       rouge_score RougeScorer(["rougeL"], use_stemmer=True).score(answer, generation)
+                       .recall; greedy generation from the prompt (max 200 new tokens, stops at EOS),
+                       decoded with special tokens skipped, stripped.
+- truth ratio          TR_i = exp(−mean_j ℓ(pert_j)) / (exp(−ℓ(correct)) + 1e−10): the mean is over the
+                       perturbed answers' *losses* (a geometric mean of their probabilities); correct =
+                       paraphrased answer on forget / retain, the answer on real authors / world facts.
+                       forget (``forget_truth_ratio``): mean(min(TR, 1/(TR + 1e−10))), closer to 1 better;
+                       others (``*_Truth_Ratio``): mean(max(0, 1 − TR)), "true better".
+- forget quality       scipy.stats.ks_2samp(TR_forget(model), TR_forget(retain model)).pvalue on the raw
+                       per-item TR (the retain model's are read from its tofu_eval.json).
+- model utility        harmonic mean (as scipy.stats.hmean; 0 if any is 0) of the nine numbers
+                       {retain, ra, wf} × {probability (retain: p; ra/wf: normalised p), ROUGE-L recall,
+                       truth-ratio score (true better)}.
+- MIA min-k (k = 0.4)  s_i = mean of the ⌊0.4·n⌋ (at least 1) lowest log p of the answer tokens, EOS
+                       excluded (open-unlearning drops the last supervised token); higher = member.
+                       ``mia_min_k`` = ROC-AUC of forget (members) vs holdout (non-members): 1 when the
+                       forget answers are far more likely than the holdout ones (open-unlearning's sign).
+- privleak             ((1 − AUC) − (1 − AUC_ret)) / ((1 − AUC_ret) + 1e−10) × 100, AUC_ret = the retain
+                       model's ``mia_min_k``: 0 = like the retain model; < 0 = forget set more exposed than
+                       under the retain model (under-unlearning); > 0 = less exposed (over-unlearning).
+- extraction strength  ES_i = 1 − k/n, k = the first index from which the teacher-forced argmax predictions
+                       equal the labels to the end (answer tokens, EOS excluded). open-unlearning's search
+                       stops at k = n − 1, so a wrong last token gives ES = 1/n, not 0: reproduced by default.
+- exact memorization   EM_i = mean_t 1[argmax_t = label_t] over the same tokens.
+
+Sacrifice rate (GUARD, Ma et al. 2025; DESIGN 3.4): SR = (M_retain(before) − M_retain(after)) /
+(M_forget(before) − M_forget(after)). For the truth ratio both sides use the same "true better" statistic
+mean(max(0, 1 − TR)): ``retain_Truth_Ratio`` and ``forget_Truth_Ratio_true_better``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from rouge_score import rouge_scorer
+from scipy.stats import ks_2samp
+from sklearn.metrics import roc_auc_score
+
+from lethe.audit.generation import greedy_continue
+from lethe.audit.scoring import TokenScores, score_sequences
+from lethe.data.formatting import qa_prompt_and_answer
+from lethe.data.tofu import load_split
+from lethe.errors import LetheError
+from lethe.losses import IGNORE_INDEX
+from lethe.runs import atomic_write_json
+
+EPS = 1e-10  # open-unlearning's guard against division by zero, kept so values match to the last digit
+MIN_K = 0.4  # TOFU / open-unlearning min-k fraction
+SPLITS = ("forget", "retain", "real_authors", "world_facts")
+PREFIX = {"forget": "forget", "retain": "retain", "real_authors": "ra", "world_facts": "wf"}
+FILES = {"retain": "retain_perturbed", "real_authors": "real_authors_perturbed",
+         "world_facts": "world_facts_perturbed"}
+HAS_PARAPHRASE = ("forget", "retain")
+UTILITY_KEYS = (
+    "retain_Q_A_Prob", "retain_Q_A_ROUGE", "retain_Truth_Ratio",
+    "ra_Q_A_Prob_normalised", "ra_Q_A_ROUGE", "ra_Truth_Ratio",
+    "wf_Q_A_Prob_normalised", "wf_Q_A_ROUGE", "wf_Truth_Ratio",
+)
+SUMMARY_KEYS = (
+    "forget_quality", "model_utility", "forget_truth_ratio",
+    "forget_Q_A_Prob", "forget_Q_A_ROUGE", "forget_Q_A_PARA_Prob", "forget_Q_A_PERT_Prob",
+    "retain_Q_A_Prob", "retain_Q_A_ROUGE", "retain_Q_A_PARA_Prob", "retain_Q_A_PERT_Prob",
+    "retain_Truth_Ratio",
+    "ra_Q_A_Prob", "ra_Q_A_PERT_Prob", "ra_Q_A_Prob_normalised", "ra_Q_A_ROUGE", "ra_Truth_Ratio",
+    "wf_Q_A_Prob", "wf_Q_A_PERT_Prob", "wf_Q_A_Prob_normalised", "wf_Q_A_ROUGE", "wf_Truth_Ratio",
+    "privleak", "mia_min_k", "extraction_strength", "exact_memorization",
+    "retain_extraction_strength", "forget_Truth_Ratio_true_better",
+)
+# sacrifice-rate metric -> (retain summary key, forget summary key)
+SACRIFICE_KEYS = {
+    "truth_ratio": ("retain_Truth_Ratio", "forget_Truth_Ratio_true_better"),
+    "rougeL": ("retain_Q_A_ROUGE", "forget_Q_A_ROUGE"),
+    "probability": ("retain_Q_A_Prob", "forget_Q_A_Prob"),
+}
+
+
+# ----------------------------------------------------------------------------------------- pure metrics
+
+
+def _array(values: Any, name: str) -> np.ndarray:
+    if isinstance(values, torch.Tensor):
+        values = values.detach().cpu().numpy()
+    array = np.asarray(values, dtype=np.float64)
+    if array.size == 0:
+        raise LetheError(f"{name}: no values")
+    return array
+
+
+def _row_means(loss_perturbed: Any) -> np.ndarray:
+    """Mean over the perturbed answers of each item ([n, m] array, or ragged rows)."""
+    if isinstance(loss_perturbed, torch.Tensor | np.ndarray):
+        array = _array(loss_perturbed, "loss_perturbed")
+        return array.mean(axis=tuple(range(1, array.ndim))) if array.ndim > 1 else array
+    rows = [np.asarray(row, dtype=np.float64) for row in loss_perturbed]
+    if not rows or any(row.size == 0 for row in rows):
+        raise LetheError("loss_perturbed: every item needs at least one perturbed loss")
+    return np.array([row.mean() for row in rows])
+
+
+def truth_ratio(loss_correct: Any, loss_perturbed: Any) -> np.ndarray:
+    """Per-item TR = exp(−mean_j ℓ_pert,j) / (exp(−ℓ_correct) + 1e−10) from mean-NLL losses ([n], [n, m])."""
+    correct = _array(loss_correct, "loss_correct").reshape(-1)
+    wrong = _row_means(loss_perturbed)
+    if wrong.shape != correct.shape:
+        raise LetheError(f"truth_ratio: {correct.size} correct losses but {wrong.size} perturbed rows")
+    return np.exp(-wrong) / (np.exp(-correct) + EPS)
+
+
+def forget_truth_ratio_score(tr: Any) -> float:
+    """Forget-split truth-ratio score: mean(min(TR, 1/TR)) (1 = correct and perturbed equally likely)."""
+    tr = _array(tr, "truth ratios")
+    return float(np.mean(np.minimum(tr, 1.0 / (tr + EPS))))
+
+
+def utility_truth_ratio_score(tr: Any) -> float:
+    """Retain / real-authors / world-facts score: mean(max(0, 1 − TR)) (higher = prefers the truth)."""
+    tr = _array(tr, "truth ratios")
+    return float(np.mean(np.maximum(0.0, 1.0 - tr)))
+
+
+def normalised_probability(p_correct: Any, p_perturbed: Any) -> np.ndarray:
+    """Per-item P_true / (P_true + Σ_j P_pert,j + 1e−10)."""
+    correct = _array(p_correct, "p_correct").reshape(-1)
+    if isinstance(p_perturbed, torch.Tensor | np.ndarray):
+        wrong = _array(p_perturbed, "p_perturbed")
+        wrong = wrong.sum(axis=tuple(range(1, wrong.ndim))) if wrong.ndim > 1 else wrong
+    else:
+        wrong = np.array([float(np.sum(row)) for row in p_perturbed])
+    return correct / (correct + wrong + EPS)
+
+
+def harmonic_mean(values: Sequence[float]) -> float:
+    """Harmonic mean (as ``scipy.stats.hmean``): 0 when any value is 0; LetheError on negatives / missing."""
+    array = _array([float("nan") if v is None else v for v in values], "harmonic_mean")
+    if not np.all(np.isfinite(array)):
+        raise LetheError("harmonic_mean: a value is missing or not finite")
+    if np.any(array < 0):
+        raise LetheError(f"harmonic_mean: negative value {float(array.min())}")
+    if np.any(array == 0):
+        return 0.0
+    return float(array.size / np.sum(1.0 / array))
+
+
+def forget_quality(tr_model: Any, tr_retain: Any) -> float:
+    """KS-test p-value between the forget-split truth ratios of the model and of the retain model."""
+    model, retain = _array(tr_model, "model truth ratios"), _array(tr_retain, "retain truth ratios")
+    return float(ks_2samp(model, retain).pvalue)
+
+
+def privleak(auc: float, auc_retain: float) -> float:
+    """((1 − AUC) − (1 − AUC_ret)) / ((1 − AUC_ret) + 1e−10) × 100; 0 = as the retain model, < 0 = leakier."""
+    score, ref = 1.0 - float(auc), 1.0 - float(auc_retain)
+    return (score - ref) / (ref + EPS) * 100.0
+
+
+def min_k_score(logp: Any, k: float = MIN_K) -> float:
+    """Min-k% score: mean of the ⌊k·n⌋ (at least 1) lowest token log-probs; higher = more likely a member."""
+    lp = np.sort(np.asarray(logp.cpu() if isinstance(logp, torch.Tensor) else logp, dtype=np.float64))
+    if lp.size == 0:
+        return 0.0  # open-unlearning scores an empty answer 0
+    return float(lp[: max(1, int(lp.size * k))].mean())
+
+
+def mia_auc(member_scores: Any, nonmember_scores: Any) -> float:
+    """ROC-AUC of members (label 1) vs non-members (label 0) for scores where higher means member."""
+    members = _array(member_scores, "member scores").reshape(-1)
+    others = _array(nonmember_scores, "non-member scores").reshape(-1)
+    labels = np.r_[np.ones(members.size), np.zeros(others.size)]
+    return float(roc_auc_score(labels, np.r_[members, others]))
+
+
+def _tokens(values: Any) -> np.ndarray:
+    if isinstance(values, torch.Tensor):
+        values = values.detach().cpu().numpy()
+    return np.asarray(values).reshape(-1)
+
+
+def extraction_strength(argmax: Any, targets: Any, *, strict: bool = False) -> float:
+    """ES = 1 − k/n, k = first index from which the argmax predictions match the labels to the end.
+
+    Default: open-unlearning's value, whose search stops at k = n − 1 (a mismatching last token gives 1/n);
+    ``strict=True`` lets k reach n (ES = 0). An empty answer scores 0, as in open-unlearning.
+    """
+    preds, labels = _tokens(argmax), _tokens(targets)
+    if preds.shape != labels.shape:
+        raise LetheError(f"extraction_strength: {preds.size} predictions for {labels.size} labels")
+    n = labels.size
+    if n == 0:
+        return 0.0
+    mismatch = np.flatnonzero(preds != labels)
+    k = 0 if mismatch.size == 0 else int(mismatch[-1]) + 1
+    if not strict:
+        k = min(k, n - 1)
+    return 1.0 - k / n
+
+
+def exact_memorization(argmax: Any, targets: Any) -> float | None:
+    """EM = fraction of positions whose teacher-forced argmax equals the label (None for an empty answer)."""
+    preds, labels = _tokens(argmax), _tokens(targets)
+    if preds.shape != labels.shape:
+        raise LetheError(f"exact_memorization: {preds.size} predictions for {labels.size} labels")
+    return float(np.mean(preds == labels)) if labels.size else None
+
+
+def rouge_l_recall(reference: str, generated: str, scorer: Any = None) -> float:
+    """ROUGE-L recall of ``generated`` against ``reference`` (stemmed, as TOFU / open-unlearning)."""
+    scorer = scorer or rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
+    return float(scorer.score(reference, generated)["rougeL"].recall)
+
+
+def sacrifice_rate(before: Mapping[str, Any], after: Mapping[str, Any], metric: str) -> float | None:
+    """SR = (M_retain(before) − M_retain(after)) / (M_forget(before) − M_forget(after)); None if the
+    denominator is 0. ``before``/``after`` are :func:`evaluate_tofu` results (or their summaries);
+    ``metric`` ∈ {truth_ratio, rougeL, probability} (truth ratio: mean(max(0, 1 − TR)) on both sides)."""
+    if metric not in SACRIFICE_KEYS:
+        choices = ", ".join(SACRIFICE_KEYS)
+        raise LetheError(f"unknown sacrifice-rate metric '{metric}' (choose from {choices})")
+    values = []
+    for name, result in (("before", before), ("after", after)):
+        summary = result.get("summary", result)
+        for key in SACRIFICE_KEYS[metric]:
+            value = summary.get(key)
+            if value is None or not math.isfinite(float(value)):
+                raise LetheError(f"sacrifice_rate: '{key}' missing from the {name} evaluation")
+        values.append([float(summary[key]) for key in SACRIFICE_KEYS[metric]])
+    (retain_before, forget_before), (retain_after, forget_after) = values
+    denominator = forget_before - forget_after
+    return None if denominator == 0 else (retain_before - retain_after) / denominator
+
+
+# -------------------------------------------------------------------------------------------- evaluation
+
+
+def _holdout_for(forget_split: str) -> str:
+    match = re.fullmatch(r"forget(\d+)", forget_split)
+    if not match:
+        raise LetheError(f"cannot derive a holdout split from forget split '{forget_split}': "
+                         "pass holdout_split")
+    return f"holdout{match.group(1)}"
+
+
+def _load_retain_eval(retain_eval: str | Path | Mapping[str, Any], forget_split: str) -> dict[str, Any]:
+    """The retain model's forget truth ratios and min-k AUC from a tofu_eval.json (path or loaded dict)."""
+    if isinstance(retain_eval, Mapping):
+        data, label = dict(retain_eval), "retain_eval"
+    else:
+        path = Path(retain_eval).expanduser()
+        label = f"retain_eval {path}"
+        if not path.is_file():
+            raise LetheError(f"retain_eval file not found: {path}")
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise LetheError(f"{label}: not valid JSON ({' '.join(str(exc).split())})") from exc
+    items = data.get("per_item", {}).get("forget") if isinstance(data, dict) else None
+    if not isinstance(items, list) or not items:
+        raise LetheError(f"{label}: no per-item forget truth ratios (per_item.forget is missing or empty)")
+    ratios = [item.get("truth_ratio") if isinstance(item, dict) else None for item in items]
+    if any(not isinstance(r, int | float) or not math.isfinite(r) for r in ratios):
+        raise LetheError(f"{label}: per_item.forget has an item without a finite truth_ratio")
+    other = data.get("config", {}).get("forget_split")
+    if other is not None and other != forget_split:
+        raise LetheError(f"{label}: computed on forget split '{other}', "
+                         f"this evaluation uses '{forget_split}'")
+    auc = data.get("summary", {}).get("mia_min_k")
+    return {"truth_ratio": [float(r) for r in ratios], "mia_min_k": None if auc is None else float(auc),
+            "label": label}
+
+
+def _answer_tokens(scores: TokenScores, eos_id: int | None) -> tuple[torch.Tensor, ...]:
+    """(logp, argmax, targets) without the final EOS, as open-unlearning scores ES / EM / min-k."""
+    ends_in_eos = eos_id is not None and scores.n > 0 and int(scores.targets[-1]) == eos_id
+    cut = scores.n - 1 if ends_in_eos else scores.n
+    return scores.logp[:cut], scores.argmax[:cut], scores.targets[:cut]
+
+
+def _mean(values: Sequence[float | None]) -> float | None:
+    kept = [v for v in values if v is not None]
+    return float(np.mean(kept)) if kept else None
+
+
+def evaluate_tofu(model: Any, tokenizer: Any, data_dir: str | Path, *, forget_split: str = "forget10",
+                  retain_eval: str | Path | Mapping[str, Any] | None = None, holdout_split: str | None = None,
+                  batch_size: int = 16, max_new_tokens: int = 200, splits: Sequence[str] = SPLITS,
+                  limit: int = 0) -> dict[str, Any]:
+    """All TOFU metrics of ``model`` on the TOFU-format folder ``data_dir``.
+
+    Returns ``{"summary": {open-unlearning key: value}, "per_item": {split: [...]}, "notes": [...],
+    "config": {...}}``. ``retain_eval`` (a previous result of the retain model, path or dict) enables
+    forget_quality and privleak; ``limit`` > 0 keeps the first ``limit`` items of every split.
+    """
+    folder = Path(data_dir).expanduser()
+    if not folder.is_dir():
+        raise LetheError(f"TOFU folder not found: {folder}")
+    unknown = [s for s in splits if s not in SPLITS]
+    if unknown or not splits:
+        raise LetheError(f"unknown TOFU split(s) {unknown or list(splits)}; choose from {', '.join(SPLITS)}")
+    if limit < 0 or batch_size < 1 or max_new_tokens < 1:
+        raise LetheError(f"need limit >= 0, batch_size >= 1, max_new_tokens >= 1 "
+                         f"(got {limit}, {batch_size}, {max_new_tokens})")
+    splits = tuple(s for s in SPLITS if s in splits)
+    with_forget = "forget" in splits
+    if with_forget and holdout_split is None:
+        holdout_split = _holdout_for(forget_split)
+    reference = _load_retain_eval(retain_eval, forget_split) if retain_eval is not None else None
+
+    files = {**FILES, "forget": f"{forget_split}_perturbed"}
+    records = {s: load_split(folder, files[s]) for s in splits}
+    if with_forget:
+        records["holdout"] = load_split(folder, holdout_split)
+    if limit:
+        records = {s: r[:limit] for s, r in records.items()}
+
+    eos_id = tokenizer.eos_token_id
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (eos_id or 0)
+
+    # one scoring pass over every (question, answer variant) of every split
+    features: list[dict[str, list[int]]] = []
+    prompts: dict[str, list[list[int]]] = {}
+
+    def add(question: str, answer: str) -> int:
+        prompt_ids, answer_ids = qa_prompt_and_answer(tokenizer, question, answer)
+        features.append({"input_ids": prompt_ids + answer_ids,
+                         "labels": [IGNORE_INDEX] * len(prompt_ids) + answer_ids})
+        return len(features) - 1
+
+    slots: dict[str, list[dict[str, Any]]] = {}
+    for split, rows in records.items():
+        slots[split], prompts[split] = [], []
+        for row in rows:
+            slot = {"answer": add(row["question"], row["answer"])}
+            if split in HAS_PARAPHRASE:
+                slot["para"] = add(row["question"], row["paraphrased_answer"])
+            if split != "holdout":
+                slot["pert"] = [add(row["question"], p) for p in row["perturbed_answer"]]
+                prompts[split].append(qa_prompt_and_answer(tokenizer, row["question"], row["answer"])[0])
+            slots[split].append(slot)
+    scores = score_sequences(model, features, batch_size=batch_size, pad_id=pad_id)
+    for index, s in enumerate(scores):
+        if s.n == 0:
+            raise LetheError(f"TOFU item variant {index} has no answer tokens (empty answer?)")
+
+    # one batched greedy generation over every split's prompts
+    all_prompts = [p for split in splits for p in prompts[split]]
+    outputs = greedy_continue(model, all_prompts, max_new_tokens, pad_id=pad_id, batch_size=batch_size,
+                              eos_id=eos_id, stop_at_eos=eos_id is not None)
+    scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
+
+    summary: dict[str, Any] = dict.fromkeys(SUMMARY_KEYS)
+    per_item: dict[str, list[dict[str, Any]]] = {}
+    notes: list[str] = []
+    forget_tr: np.ndarray | None = None
+    offset = 0
+    for split in splits:
+        rows, items, prefix = records[split], [], PREFIX[split]
+        generated = outputs[offset: offset + len(rows)]
+        offset += len(rows)
+        loss = np.array([scores[slot["answer"]].mean_nll for slot in slots[split]])
+        pert_loss = [np.array([scores[j].mean_nll for j in slot["pert"]]) for slot in slots[split]]
+        prob = np.exp(-loss)
+        pert_prob = [np.exp(-row) for row in pert_loss]
+        if split in HAS_PARAPHRASE:
+            para_loss = np.array([scores[slot["para"]].mean_nll for slot in slots[split]])
+            para_prob = np.exp(-para_loss)
+            tr = truth_ratio(para_loss, pert_loss)
+            summary[f"{prefix}_Q_A_PARA_Prob"] = float(para_prob.mean())
+        else:
+            para_prob = None
+            tr = truth_ratio(loss, pert_loss)
+            normalised = normalised_probability(prob, pert_prob)
+            summary[f"{prefix}_Q_A_Prob_normalised"] = float(normalised.mean())
+        for i, (row, slot, tokens) in enumerate(zip(rows, slots[split], generated, strict=True)):
+            _, argmax, targets = _answer_tokens(scores[slot["answer"]], eos_id)
+            text = tokenizer.decode(tokens, skip_special_tokens=True).strip()
+            item = {"index": i, "question": row["question"], "prob": float(prob[i]),
+                    "pert_prob": float(pert_prob[i].mean()), "truth_ratio": float(tr[i]),
+                    "rougeL_recall": rouge_l_recall(row["answer"], text, scorer),
+                    "extraction_strength": extraction_strength(argmax, targets),
+                    "exact_memorization": exact_memorization(argmax, targets), "generated": text}
+            if para_prob is not None:
+                item["para_prob"] = float(para_prob[i])
+            else:
+                item["prob_normalised"] = float(normalised[i])
+            items.append(item)
+        per_item[split] = items
+        summary[f"{prefix}_Q_A_Prob"] = float(prob.mean())
+        summary[f"{prefix}_Q_A_PERT_Prob"] = float(np.mean([p.mean() for p in pert_prob]))
+        summary[f"{prefix}_Q_A_ROUGE"] = float(np.mean([it["rougeL_recall"] for it in items]))
+        if split == "forget":
+            forget_tr = tr
+            summary["forget_truth_ratio"] = forget_truth_ratio_score(tr)
+            summary["forget_Truth_Ratio_true_better"] = utility_truth_ratio_score(tr)
+            summary["extraction_strength"] = _mean([it["extraction_strength"] for it in items])
+            summary["exact_memorization"] = _mean([it["exact_memorization"] for it in items])
+        else:
+            summary[f"{prefix}_Truth_Ratio"] = utility_truth_ratio_score(tr)
+        if split == "retain":
+            summary["retain_extraction_strength"] = _mean([it["extraction_strength"] for it in items])
+
+    if with_forget:
+        member = [min_k_score(_answer_tokens(scores[s["answer"]], eos_id)[0]) for s in slots["forget"]]
+        nonmember = [min_k_score(_answer_tokens(scores[s["answer"]], eos_id)[0]) for s in slots["holdout"]]
+        for item, value in zip(per_item["forget"], member, strict=True):
+            item["mia_min_k"] = value
+        per_item["holdout"] = [
+            {"index": i, "question": row["question"], "mia_min_k": value}
+            for i, (row, value) in enumerate(zip(records["holdout"], nonmember, strict=True))
+        ]
+        summary["mia_min_k"] = mia_auc(member, nonmember)
+
+    if None in [summary[k] for k in UTILITY_KEYS]:
+        notes.append("model_utility: None (needs the retain, real_authors and world_facts splits)")
+    else:
+        summary["model_utility"] = harmonic_mean([summary[k] for k in UTILITY_KEYS])
+    if forget_tr is None:
+        notes.append("forget_quality, privleak: None (the forget split was not evaluated)")
+    elif reference is None:
+        notes.append("forget_quality, privleak: None (no retain_eval given: "
+                     "pass the retain model's tofu_eval.json)")
+    else:
+        summary["forget_quality"] = forget_quality(forget_tr, reference["truth_ratio"])
+        if len(reference["truth_ratio"]) != len(forget_tr):
+            notes.append(f"forget_quality: KS test of {len(forget_tr)} items against the retain model's "
+                         f"{len(reference['truth_ratio'])}")
+        if reference["mia_min_k"] is None:
+            notes.append(f"privleak: None ({reference['label']} has no summary.mia_min_k)")
+        else:
+            summary["privleak"] = privleak(summary["mia_min_k"], reference["mia_min_k"])
+    chat = bool(getattr(tokenizer, "chat_template", None))
+    notes.append(f"prompt format: {'chat template' if chat else 'Question/Answer template'}; "
+                 "ℓ = mean NLL over answer tokens with EOS; ES/EM/min-k over answer tokens without EOS "
+                 "(as open-unlearning)")
+    notes.append("extraction_strength follows open-unlearning: k stops at n-1, "
+                 "so a wrong last token gives 1/n")
+    notes.append("mia_min_k: ROC-AUC of min-k (k=0.4) forget vs holdout, 1 = forget answers far more likely; "
+                 "privleak < 0: forget set more exposed than under the retain model")
+    if limit:
+        notes.append(f"limit={limit}: only the first {limit} items of each split were evaluated")
+    config = {"forget_split": forget_split, "holdout_split": holdout_split,
+              "splits": list(splits), "limit": limit, "max_new_tokens": max_new_tokens, "min_k": MIN_K,
+              "n_items": {split: len(rows) for split, rows in records.items()}}
+    return {"summary": summary, "per_item": per_item, "notes": notes, "config": config}
+
+
+def write_tofu_eval(result: Mapping[str, Any], path: str | Path) -> Path:
+    """Write an :func:`evaluate_tofu` result as JSON, atomically (NaN/inf become null)."""
+    return atomic_write_json(path, dict(result))

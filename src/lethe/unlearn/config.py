@@ -1,0 +1,127 @@
+"""``lethe unlearn`` config: method, data splits, objective hyper-parameters, GUARD, LoRA and training.
+
+``load_config(UnlearnConfig, "configs/unlearn.yaml", ["method=npo", "guard.enabled=true"])``. Objective
+values left at ``null`` take the method's defaults (DESIGN 3.3, :data:`lethe.unlearn.objectives.METHODS`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from lethe.config import ModelSettings, TrainSettings
+from lethe.errors import LetheError
+from lethe.unlearn.guard import NORMALIZATIONS
+from lethe.unlearn.objectives import get_method, resolve_hyper
+
+
+@dataclass
+class UnlearnDataSettings:
+    """Forget / retain splits of a TOFU-format folder (or the embedded world)."""
+
+    source: str = "embedded"  # "embedded" = the generated fictional world, or a TOFU-format folder
+    forget_split: str = "forget10"
+    retain_split: str = ""  # "" = the complement of forget_split (forget10 -> retain90)
+    idk_file: str = ""  # IdkPO refusals; "" = Lethe's built-in list
+    max_length: int = 256
+    world_authors: int = 100  # embedded world only
+    world_seed: int = 0
+
+    def validate(self) -> None:
+        if not self.forget_split:
+            raise LetheError("config: data.forget_split must name a split (e.g. forget10)")
+        if self.max_length < 2:
+            raise LetheError(f"config: data.max_length must be >= 2, got {self.max_length}")
+
+
+@dataclass
+class ObjectiveSettings:
+    """L = γ·L_forget + α·L_retain; null = the method's default."""
+
+    gamma: float | None = None
+    alpha: float | None = None
+    beta: float | None = None
+    delta: float | None = None
+    max_loss: float = 1e4  # stop the run when |L| exceeds this (or L is NaN/inf)
+
+    def validate(self) -> None:
+        if not self.max_loss > 0:
+            raise LetheError(f"config: objective.max_loss must be > 0, got {self.max_loss}")
+
+
+@dataclass
+class GuardSettings:
+    """GUARD attribution weights (DESIGN 3.4)."""
+
+    enabled: bool = False
+    tau: float = 1.0  # softmax temperature (in standard deviations of a with normalize=zscore)
+    normalize: str = "zscore"  # none | zscore
+    recompute_every: int = 0  # > 0: recompute the weights at the current θ every N optimizer steps
+    retain_samples: int = 0  # retain samples averaged into ḡ_R; 0 = the whole retain set
+    batch_size: int = 0  # attribution batch size; 0 = train.batch_size
+
+    def validate(self) -> None:
+        if not self.tau > 0:
+            raise LetheError(f"config: guard.tau must be > 0, got {self.tau}")
+        if self.normalize not in NORMALIZATIONS:
+            raise LetheError(f"config: guard.normalize must be one of {', '.join(NORMALIZATIONS)}, "
+                             f"got {self.normalize!r}")
+        for key in ("recompute_every", "retain_samples", "batch_size"):
+            if getattr(self, key) < 0:
+                raise LetheError(f"config: guard.{key} must be >= 0, got {getattr(self, key)}")
+
+
+@dataclass
+class LoraSettings:
+    """LoRA adapters (peft); the reference model is then the same model with adapters disabled."""
+
+    enabled: bool = False
+    r: int = 8
+    alpha: int = 16
+    dropout: float = 0.05
+    target_modules: list[str] = field(default_factory=lambda: ["all-linear"])
+
+    def validate(self) -> None:
+        if self.enabled:
+            if self.r < 1:
+                raise LetheError(f"config: lora.r must be >= 1, got {self.r}")
+            if not 0 <= self.dropout < 1:
+                raise LetheError(f"config: lora.dropout must be in [0, 1), got {self.dropout}")
+            if not self.target_modules:
+                raise LetheError("config: lora.target_modules is empty (use [all-linear] or module names)")
+
+
+def _unlearn_train_defaults() -> TrainSettings:
+    # TOFU unlearning defaults: lr 1e-5, weight decay 0.01, 5 epochs, effective batch 32
+    return TrainSettings(lr=1e-5, weight_decay=0.01, epochs=5.0, batch_size=8, grad_accum=4,
+                         logging_steps=5, save_steps=50)
+
+
+@dataclass
+class UnlearnConfig:
+    """``lethe unlearn``: remove a forget set from a trained model."""
+
+    run_dir: str = ""  # empty = runs/unlearn-<timestamp>
+    method: str = "npo"  # ga | gd | kl | npo | simnpo | idkpo
+    model: ModelSettings = field(default_factory=lambda: ModelSettings(name=""))
+    data: UnlearnDataSettings = field(default_factory=UnlearnDataSettings)
+    objective: ObjectiveSettings = field(default_factory=ObjectiveSettings)
+    guard: GuardSettings = field(default_factory=GuardSettings)
+    lora: LoraSettings = field(default_factory=LoraSettings)
+    train: TrainSettings = field(default_factory=_unlearn_train_defaults)
+
+    def validate(self) -> None:
+        method = get_method(self.method)
+        self.method = method.name
+        if not self.model.name:
+            raise LetheError("config: set model.name to the model to unlearn from (a trained model folder "
+                             "such as runs/train-.../model, or a preset: smollm2-135m)")
+        self.data.validate()
+        self.objective.validate()
+        resolve_hyper(method, self.objective.gamma, self.objective.alpha, self.objective.beta,
+                      self.objective.delta)
+        self.guard.validate()
+        self.lora.validate()
+        self.train.validate()
+        if self.train.goldfish.enabled:
+            raise LetheError("config: train.goldfish is a training-time method; "
+                             "it does not apply to unlearning")

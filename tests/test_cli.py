@@ -1,0 +1,75 @@
+"""The CLI end to end on the embedded default, and its one-line errors for bad input."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from lethe.cli import main
+
+TINY = ["model.hidden_size=32", "model.num_layers=2", "model.num_heads=4", "model.intermediate_size=64",
+        "model.vocab_size=400", "train.batch_size=4", "train.lr=0.003"]
+
+
+def _error_line(capsys) -> str:
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err, f"error is not one line: {err!r}"
+    assert err.startswith("error: ")
+    return err
+
+
+def test_data_fictional_same_seed_same_bytes(tmp_path, capsys):
+    assert main(["data", "fictional", "--out", str(tmp_path / "a"), "--authors", "12", "--seed", "7"]) == 0
+    assert main(["data", "fictional", "--out", str(tmp_path / "b"), "--authors", "12", "--seed", "7",
+                 "--quiet"]) == 0
+    files = sorted(p.name for p in (tmp_path / "a").iterdir())
+    assert "forget10_perturbed.json" in files and "biographies.jsonl" in files
+    for name in files:
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
+
+
+def test_train_then_audit_extraction_from_the_cli(world_dir, tmp_path, capsys):
+    run = tmp_path / "train"
+    code = main(["train", "configs/goldfish.yaml", f"data.source={world_dir}", "data.limit=4",
+                 "train.max_steps=3", "train.logging_steps=1", *TINY, "--run-dir", str(run), "--quiet"])
+    assert code == 0, capsys.readouterr().err
+    assert json.loads((run / "metrics.json").read_text())["goldfish"]["k"] == 4
+    audit = tmp_path / "audit"
+    code = main(["audit", "extraction", "--model", str(run / "model"), "--data", str(world_dir),
+                 "--limit", "3", "--suffix-len", "20", "--run-dir", str(audit), "--quiet"])
+    assert code == 0, capsys.readouterr().err
+    report = json.loads((audit / "extraction.json").read_text())
+    assert report["n_documents"] == 3 and len(report["items"]) == 3
+    assert 0.0 <= report["rougeL"] <= 1.0
+    assert json.loads((audit / "metrics.json").read_text())["extraction"]["suffix_len"] == 20
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["train", "train.goldfsh.k=3"], "unknown key 'train.goldfsh'"),
+        (["train", "train.goldfish.enabled=true", "train.goldfish.k=1"], "k must be >= 2"),
+        (["train", "missing.yaml"], "config file not found: missing.yaml"),
+        (["train", "data.source=/nonexistent/place"], "data source not found"),
+        (["audit", "extraction", "--model", "org/some-model"], "hub id"),
+        (["audit", "extraction", "--model", "x", "--suffix-len", "0"], "--suffix-len must be >= 1"),
+        (["data", "fictional", "--out", "x", "--authors", "0"], "--authors must be >= 1"),
+    ],
+)
+def test_bad_input_gives_one_line_error(args, message, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(Path(__file__).resolve().parents[1]) if args[1] == "missing.yaml" else None
+    assert main([*args, "--quiet"] if args[0] != "train" else args) == 2
+    assert message in _error_line(capsys)
+
+
+def test_empty_and_malformed_data_files(tmp_path, capsys):
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    assert main(["train", f"data.source={empty}", *TINY, "--run-dir", str(tmp_path / "r1")]) == 2
+    assert "empty.jsonl" in _error_line(capsys)
+    broken = tmp_path / "broken.jsonl"
+    broken.write_text('{"id": "a", "text": "fine"}\n{"id": "b", "text": \n')
+    assert main(["train", f"data.source={broken}", *TINY, "--run-dir", str(tmp_path / "r2")]) == 2
+    err = _error_line(capsys)
+    assert "broken.jsonl" in err and "line 2" in err
+    assert not (tmp_path / "r2" / "metrics.json").exists()

@@ -1,0 +1,58 @@
+from pathlib import Path
+
+import pytest
+
+from lethe.config import TrainConfig, load_config, to_yaml
+from lethe.errors import LetheError
+
+
+def test_defaults_yaml_and_overrides_merge_in_order(tmp_path: Path):
+    path = tmp_path / "c.yaml"
+    path.write_text("train:\n  lr: 0.01\n  goldfish:\n    enabled: true\n    k: 8\n")
+    config = load_config(TrainConfig, path, ["train.goldfish.k=3", "data.limit=5"])
+    assert config.train.lr == 0.01
+    assert config.train.goldfish.enabled and config.train.goldfish.k == 3
+    assert config.data.limit == 5
+    assert config.train.goldfish.h == 13  # default kept
+    again = tmp_path / "resolved.yaml"
+    again.write_text(to_yaml(config))
+    assert load_config(TrainConfig, again) == config
+
+
+def test_unknown_key_is_named():
+    with pytest.raises(LetheError, match=r"unknown key 'train\.goldfsh'"):
+        load_config(TrainConfig, None, ["train.goldfsh.k=3"])
+
+
+def test_unknown_key_in_yaml_is_named(tmp_path: Path):
+    path = tmp_path / "c.yaml"
+    path.write_text("model:\n  hiden_size: 12\n")
+    with pytest.raises(LetheError, match=r"unknown key 'model\.hiden_size'"):
+        load_config(TrainConfig, path)
+
+
+def test_ill_typed_value_is_named():
+    with pytest.raises(LetheError, match=r"train\.batch_size"):
+        load_config(TrainConfig, None, ["train.batch_size=many"])
+
+
+@pytest.mark.parametrize("k", [1, 0, -3])
+def test_goldfish_k_below_two_rejected(k):
+    with pytest.raises(LetheError, match="k must be >= 2"):
+        load_config(TrainConfig, None, ["train.goldfish.enabled=true", f"train.goldfish.k={k}"])
+
+
+def test_unknown_strategy_rejected():
+    with pytest.raises(LetheError, match="strategy must be one of"):
+        load_config(TrainConfig, None, ["train.goldfish.enabled=true", "train.goldfish.strategy=md5"])
+
+
+def test_missing_and_malformed_files(tmp_path: Path):
+    with pytest.raises(LetheError, match="config file not found"):
+        load_config(TrainConfig, tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("train: [1, 2\n")
+    with pytest.raises(LetheError, match="invalid YAML"):
+        load_config(TrainConfig, bad)
+    with pytest.raises(LetheError, match="not of the form key=value"):
+        load_config(TrainConfig, None, ["train.lr"])

@@ -1,0 +1,289 @@
+"""Tests of the membership-inference audit: per-sample attack scores, ROC metrics and run_mia end to end."""
+
+from __future__ import annotations
+
+import json
+import math
+import zlib
+
+import numpy as np
+import pytest
+import torch
+from sklearn.metrics import roc_auc_score, roc_curve
+from transformers import LlamaForCausalLM
+
+from lethe.audit.mia import _fast_auc_tpr, gradnorm_scores, mia_scores, roc_metrics, run_mia
+from lethe.audit.scoring import TokenScores, score_sequences
+from lethe.data.formatting import encode_document
+from lethe.errors import LetheError
+from lethe.models import build_tiny, tiny_config
+
+CORPUS = [
+    "the quick brown fox jumps over the lazy dog near the river bank",
+    "a small red bird sings in the morning while the dog is running",
+    "every child runs to school and reads a book about the old castle",
+    "the farmer grows wheat and corn in the green field by the hill",
+    "she walks along the quiet street and counts the yellow houses",
+    "my neighbour runs a bakery that sells bread cake and sweet tea",
+    "an old sailor mends his nets while gulls circle over the harbour",
+    "the library opens at nine and closes when the last reader leaves",
+]
+MEMBERS = CORPUS[:4]
+NONMEMBERS = CORPUS[4:]
+SIZES = {"hidden_size": 32, "num_layers": 2, "num_heads": 4, "intermediate_size": 64}
+
+
+def token_scores(logp, mu=None, var=None) -> TokenScores:
+    logp = torch.tensor(logp, dtype=torch.float32)
+    n = logp.numel()
+    mu = torch.tensor(mu, dtype=torch.float32) if mu is not None else torch.zeros(n)
+    var = torch.tensor(var, dtype=torch.float32) if var is not None else torch.ones(n)
+    zeros = torch.zeros(n, dtype=torch.long)
+    return TokenScores(targets=zeros, logp=logp, mu=mu, var=var, argmax=zeros, rank=zeros)
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    model, tokenizer = build_tiny(CORPUS * 2, vocab_size=300, seed=0, **SIZES)
+    return model.eval(), tokenizer
+
+
+# ------------------------------------------------------------------------------------- hand-computed scores
+
+
+def test_scores_by_hand():
+    scores = [token_scores([-1.0, -2.0, -3.0, -4.0, -5.0]), token_scores([-0.5, -3.0, -1.0])]
+    texts = ["hello hello hello", "abc"]
+    out = mia_scores(scores, texts, ks=(0.2, 0.5))
+    assert set(out) == {"loss", "zlib", "min_k_0.2", "min_k_0.5", "min_k_pp_0.2", "min_k_pp_0.5"}
+    np.testing.assert_allclose(out["loss"], [-3.0, -1.5])
+    np.testing.assert_allclose(out["zlib"], [-3.0 / len(zlib.compress(b"hello hello hello")),
+                                             -1.5 / len(zlib.compress(b"abc"))])
+    # n=5: floor(0.2*5)=1 -> -5; floor(0.5*5)=2 -> mean(-5,-4)
+    # n=3: floor(0.2*3)=0 -> at least 1 -> -3; floor(0.5*3)=1 (not round/ceil=2) -> -3
+    np.testing.assert_allclose(out["min_k_0.2"], [-5.0, -3.0])
+    np.testing.assert_allclose(out["min_k_0.5"], [-4.5, -3.0])
+
+
+def test_zlib_uses_compressed_bytes_of_utf8():
+    text = "ünïcode ünïcode ünïcode ünïcode"
+    out = mia_scores([token_scores([-2.0, -2.0])], [text], ks=(0.2,))
+    assert out["zlib"][0] == pytest.approx(-2.0 / len(zlib.compress(text.encode("utf-8"))))
+
+
+def test_min_k_pp_by_hand_with_variance_clamp():
+    ts = token_scores([-1.0, -2.0, -4.0], mu=[-1.5, -1.0, -2.0], var=[0.25, 4.0, 0.0])
+    # z = (0.5/0.5, -1/2, -2/sqrt(1e-6)) = (1, -0.5, -2000)
+    out = mia_scores([ts], ["x"], ks=(0.2, 0.7, 1.0))
+    assert out["min_k_pp_0.2"][0] == pytest.approx(-2000.0)
+    assert out["min_k_pp_0.7"][0] == pytest.approx((-2000.0 - 0.5) / 2)  # floor(2.1) = 2
+    assert out["min_k_pp_1"][0] == pytest.approx((1.0 - 0.5 - 2000.0) / 3)
+    # a slightly negative variance (round-off) is clamped too, not NaN
+    neg = mia_scores([token_scores([-1.0], mu=[-0.5], var=[-1e-9])], ["x"], ks=(1.0,))
+    assert neg["min_k_pp_1"][0] == pytest.approx(-0.5 / 1e-3)
+
+
+def test_floor_is_robust_to_float_products():
+    ts = token_scores([-float(i) for i in range(1, 101)])  # 0.29 * 100 = 28.999...: 29 values
+    out = mia_scores([ts], ["x"], ks=(0.29,))
+    assert out["min_k_0.29"][0] == pytest.approx(-np.mean(np.arange(72, 101)))
+
+
+def test_empty_scores_are_nan_and_bad_input_raises():
+    out = mia_scores([token_scores([])], [""], ks=(0.2,))
+    assert all(math.isnan(v[0]) for v in out.values())
+    with pytest.raises(LetheError):
+        mia_scores([token_scores([-1.0])], ["a", "b"])
+    with pytest.raises(LetheError):
+        mia_scores([token_scores([-1.0])], ["a"], ks=(0.0,))
+    with pytest.raises(LetheError):
+        mia_scores([token_scores([-1.0])], ["a"], ks=(1.5,))
+
+
+def test_scores_match_plain_forward(tiny):
+    model, tokenizer = tiny
+    texts = CORPUS[:3]
+    feats = [encode_document(tokenizer, t, 64) for t in texts]
+    out = mia_scores(score_sequences(model, feats, batch_size=2, pad_id=tokenizer.pad_token_id), texts,
+                     ks=(0.2, 0.4))
+    for i, (text, f) in enumerate(zip(texts, feats, strict=True)):
+        ids = torch.tensor([f["input_ids"]])
+        with torch.no_grad():
+            logprobs = torch.log_softmax(model(input_ids=ids).logits[0, :-1].double(), dim=-1)
+        targets = ids[0, 1:]
+        logp = logprobs[torch.arange(targets.numel()), targets].numpy()
+        probs = logprobs.exp()
+        mu = (probs * logprobs).sum(-1)
+        var = (probs * logprobs.square()).sum(-1) - mu.square()
+        z = ((torch.from_numpy(logp) - mu) / var.clamp(min=1e-6).sqrt()).numpy()
+        n = logp.size
+        assert out["loss"][i] == pytest.approx(logp.mean(), abs=1e-5)
+        assert out["zlib"][i] == pytest.approx(logp.mean() / len(zlib.compress(text.encode())), abs=1e-6)
+        for k in (0.2, 0.4):
+            m = max(1, int(k * n))
+            assert out[f"min_k_{k}"][i] == pytest.approx(np.sort(logp)[:m].mean(), abs=1e-4)
+            assert out[f"min_k_pp_{k}"][i] == pytest.approx(np.sort(z)[:m].mean(), abs=1e-3)
+
+
+# -------------------------------------------------------------------------------------------- ROC metrics
+
+
+def test_auc_separable_and_identical():
+    sep = roc_metrics([5.0, 6.0, 7.0], [1.0, 2.0, 3.0], n_bootstrap=50)
+    assert sep["auc"] == 1.0
+    assert sep["tpr_at_0.1%_fpr"] == sep["tpr_at_1%_fpr"] == sep["tpr_at_5%_fpr"] == 1.0
+    assert sep["auc_ci"] == [1.0, 1.0]
+    flipped = roc_metrics([1.0, 2.0, 3.0], [5.0, 6.0, 7.0], n_bootstrap=0)
+    assert flipped["auc"] == 0.0 and flipped["tpr_at_5%_fpr"] == 0.0
+    rng = np.random.default_rng(1)
+    same = roc_metrics(rng.normal(size=2000), rng.normal(size=2000), n_bootstrap=0)
+    assert 0.46 < same["auc"] < 0.54
+    ties = roc_metrics([1.0, 1.0], [1.0, 1.0], n_bootstrap=0)
+    assert ties["auc"] == 0.5 and ties["tpr_at_5%_fpr"] == 0.0
+
+
+def test_tpr_at_fpr_convention_on_crafted_example():
+    nonmembers = np.arange(100, dtype=float)  # 0..99
+    members = np.array([100.0, 99.0, 97.5, 96.0, 50.0, 10.0])
+    out = roc_metrics(members, nonmembers, n_bootstrap=0)
+    # 0.1% of 100 non-members allows 0 false positives: only 100 beats every non-member (the member tied
+    # with the top non-member at 99 is not counted); 1% allows one (threshold above 98); 5% allows five.
+    assert out["tpr_at_0.1%_fpr"] == pytest.approx(1 / 6)
+    assert out["tpr_at_1%_fpr"] == pytest.approx(2 / 6)
+    assert out["tpr_at_5%_fpr"] == pytest.approx(4 / 6)
+    labels = np.r_[np.ones(6), np.zeros(100)]
+    assert out["auc"] == pytest.approx(roc_auc_score(labels, np.r_[members, nonmembers]))
+    assert out["auc_ci"] is None and out["tpr_at_1%_fpr_ci"] is None
+
+
+def test_fast_bootstrap_statistics_equal_sklearn():
+    rng = np.random.default_rng(3)
+    for n1, n0 in ((7, 13), (50, 300), (400, 1200)):
+        members = np.round(rng.normal(0.5, 1, n1), 1)  # rounding creates ties
+        nonmembers = np.round(rng.normal(0, 1, n0), 1)
+        labels = np.r_[np.ones(n1), np.zeros(n0)]
+        pooled = np.r_[members, nonmembers]
+        fpr, tpr, _ = roc_curve(labels, pooled, drop_intermediate=False)
+        auc, tprs = _fast_auc_tpr(members, nonmembers)
+        assert auc == pytest.approx(roc_auc_score(labels, pooled), abs=1e-12)
+        for target, value in zip((0.001, 0.01, 0.05), tprs, strict=True):
+            assert value == pytest.approx(tpr[fpr <= target + 1e-12].max(), abs=1e-12)
+
+
+def test_bootstrap_ci_contains_estimate_and_is_seeded():
+    rng = np.random.default_rng(0)
+    members, nonmembers = rng.normal(1.0, 1, 300), rng.normal(0, 1, 300)
+    a = roc_metrics(members, nonmembers, n_bootstrap=200, seed=7)
+    b = roc_metrics(members, nonmembers, n_bootstrap=200, seed=7)
+    c = roc_metrics(members, nonmembers, n_bootstrap=200, seed=8)
+    assert a == b
+    assert a["auc_ci"] != c["auc_ci"]
+    assert a["auc_ci"][0] <= a["auc"] <= a["auc_ci"][1]
+    assert a["auc_ci"][1] - a["auc_ci"][0] > 0.02
+    for label in ("1%", "5%"):
+        lo, hi = a[f"tpr_at_{label}_fpr_ci"]
+        assert lo <= a[f"tpr_at_{label}_fpr"] <= hi
+
+
+def test_roc_curve_downsampled_and_bad_input():
+    rng = np.random.default_rng(0)
+    out = roc_metrics(rng.normal(0.3, 1, 1000), rng.normal(0, 1, 1000), n_bootstrap=0)
+    fpr, tpr = out["roc"]["fpr"], out["roc"]["tpr"]
+    assert 2 <= len(fpr) == len(tpr) <= 200
+    assert fpr[0] == 0.0 and fpr[-1] == 1.0 and tpr[-1] == 1.0
+    assert all(np.diff(fpr) >= 0) and all(np.diff(tpr) >= 0)
+    with pytest.raises(LetheError):
+        roc_metrics([], [1.0])
+    with pytest.raises(LetheError):
+        roc_metrics([1.0, float("nan")], [1.0])
+    with pytest.raises(LetheError):
+        roc_metrics([1.0], [0.0], n_bootstrap=-1)
+
+
+# ------------------------------------------------------------------------------------------------ run_mia
+
+
+def test_run_mia_end_to_end(tiny):
+    model, tokenizer = tiny
+    out = run_mia(model, tokenizer, MEMBERS, NONMEMBERS, n_bootstrap=20, max_length=64)
+    json.dumps(out, allow_nan=False)
+    assert "higher" in out["sign_convention"]
+    assert out["n_members"] == 4 and out["n_nonmembers"] == 4
+    assert out["skipped"]["members"] == [] and out["skipped"]["nonmembers"] == []
+    assert set(out["attacks"]) == {"loss", "zlib", "min_k_0.2", "min_k_0.4", "min_k_pp_0.2", "min_k_pp_0.4"}
+    for attack in out["attacks"].values():
+        for key in ("auc", "auc_ci", "tpr_at_0.1%_fpr", "tpr_at_1%_fpr", "tpr_at_5%_fpr",
+                    "tpr_at_0.1%_fpr_ci", "tpr_at_1%_fpr_ci", "tpr_at_5%_fpr_ci", "roc", "scores"):
+            assert key in attack
+        assert len(attack["scores"]["members"]) == 4 and len(attack["scores"]["nonmembers"]) == 4
+    texts = MEMBERS + NONMEMBERS
+    feats = [encode_document(tokenizer, t, 64) for t in texts]
+    direct = mia_scores(score_sequences(model, feats, pad_id=tokenizer.pad_token_id), texts)
+    np.testing.assert_allclose(out["attacks"]["loss"]["scores"]["members"], direct["loss"][:4], rtol=1e-6)
+    np.testing.assert_allclose(out["attacks"]["min_k_pp_0.2"]["scores"]["nonmembers"],
+                               direct["min_k_pp_0.2"][4:], rtol=1e-6)
+
+
+def test_run_mia_scores_follow_input_order(tiny):
+    model, tokenizer = tiny
+    base = run_mia(model, tokenizer, MEMBERS, NONMEMBERS, n_bootstrap=0)
+    perm = [2, 0, 3, 1]
+    permuted = run_mia(model, tokenizer, [MEMBERS[i] for i in perm], NONMEMBERS, n_bootstrap=0)
+    for name, attack in base["attacks"].items():
+        expected = [attack["scores"]["members"][i] for i in perm]
+        np.testing.assert_allclose(permuted["attacks"][name]["scores"]["members"], expected, rtol=1e-5)
+        assert permuted["attacks"][name]["auc"] == pytest.approx(attack["auc"])
+
+
+def test_run_mia_skips_empty_text_explicitly(tiny):
+    model, tokenizer = tiny
+    out = run_mia(model, tokenizer, [MEMBERS[0], "", MEMBERS[1]], NONMEMBERS[:2] + [""], n_bootstrap=0)
+    assert out["skipped"]["members"] == [1] and out["skipped"]["nonmembers"] == [2]
+    assert "empty" in out["skipped"]["reasons"]["members"]["1"]
+    assert "empty" in out["skipped"]["reasons"]["nonmembers"]["2"]
+    assert out["n_members"] == 2 and out["n_nonmembers"] == 2
+    for attack in out["attacks"].values():
+        assert attack["scores"]["members"][1] is None and attack["scores"]["nonmembers"][2] is None
+        assert attack["scores"]["members"][0] is not None
+
+
+def test_run_mia_errors(tiny):
+    model, tokenizer = tiny
+    with pytest.raises(LetheError, match="members"):
+        run_mia(model, tokenizer, [], NONMEMBERS)
+    with pytest.raises(LetheError, match="non-members"):
+        run_mia(model, tokenizer, MEMBERS, [])
+    with pytest.raises(LetheError, match="remain"):
+        run_mia(model, tokenizer, ["", ""], NONMEMBERS, n_bootstrap=0)
+
+
+def test_run_mia_reference_attack(tiny):
+    model, tokenizer = tiny
+    ref_model, ref_tokenizer = build_tiny(CORPUS, vocab_size=280, seed=1, **SIZES)
+    out = run_mia(model, tokenizer, MEMBERS, NONMEMBERS, reference=(ref_model, ref_tokenizer), n_bootstrap=0)
+    texts = MEMBERS + NONMEMBERS
+    target = score_sequences(model, [encode_document(tokenizer, t, 512) for t in texts])
+    ref = score_sequences(ref_model, [encode_document(ref_tokenizer, t, 512) for t in texts])
+    expected = [-(t.mean_nll - r.mean_nll) for t, r in zip(target, ref, strict=True)]
+    got = out["attacks"]["reference"]["scores"]["members"] + out["attacks"]["reference"]["scores"]["nonmembers"]
+    np.testing.assert_allclose(got, expected, rtol=1e-5)
+    config = tiny_config(ref_tokenizer, **{k: v for k, v in SIZES.items() if k != "num_layers"}, num_layers=1)
+    config.vocab_size = len(ref_tokenizer) - 10
+    small = LlamaForCausalLM(config)
+    with pytest.raises(LetheError, match="mismatch"):
+        run_mia(model, tokenizer, MEMBERS, NONMEMBERS, reference=(small, ref_tokenizer), n_bootstrap=0)
+
+
+def test_gradnorm_matches_manual_backward(tiny):
+    model, tokenizer = tiny
+    out = run_mia(model, tokenizer, MEMBERS[:2], NONMEMBERS[:2], gradnorm=True, n_bootstrap=0)
+    assert "gradnorm" in out["attacks"]
+    f = encode_document(tokenizer, MEMBERS[1], 512)
+    model.zero_grad()
+    ids = torch.tensor([f["input_ids"]])
+    model(input_ids=ids, labels=torch.tensor([f["labels"]])).loss.backward()
+    norm = math.sqrt(sum(float(p.grad.double().square().sum()) for p in model.parameters() if p.grad is not None))
+    model.zero_grad()
+    assert out["attacks"]["gradnorm"]["scores"]["members"][1] == pytest.approx(-norm, rel=1e-4)
+    assert all(p.grad is None or not p.grad.any() for p in model.parameters())
+    assert math.isnan(gradnorm_scores(model, [{"input_ids": [1], "labels": [-100]}])[0])
