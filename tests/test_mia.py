@@ -33,6 +33,15 @@ NONMEMBERS = CORPUS[4:]
 SIZES = {"hidden_size": 32, "num_layers": 2, "num_heads": 4, "intermediate_size": 64}
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    """Tiny models run fastest on one thread (and do not fight other processes for the CPU)."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
 def token_scores(logp, mu=None, var=None) -> TokenScores:
     logp = torch.tensor(logp, dtype=torch.float32)
     n = logp.numel()
@@ -265,7 +274,8 @@ def test_run_mia_reference_attack(tiny):
     target = score_sequences(model, [encode_document(tokenizer, t, 512) for t in texts])
     ref = score_sequences(ref_model, [encode_document(ref_tokenizer, t, 512) for t in texts])
     expected = [-(t.mean_nll - r.mean_nll) for t, r in zip(target, ref, strict=True)]
-    got = out["attacks"]["reference"]["scores"]["members"] + out["attacks"]["reference"]["scores"]["nonmembers"]
+    listed = out["attacks"]["reference"]["scores"]
+    got = listed["members"] + listed["nonmembers"]
     np.testing.assert_allclose(got, expected, rtol=1e-5)
     config = tiny_config(ref_tokenizer, **{k: v for k, v in SIZES.items() if k != "num_layers"}, num_layers=1)
     config.vocab_size = len(ref_tokenizer) - 10
@@ -278,12 +288,13 @@ def test_gradnorm_matches_manual_backward(tiny):
     model, tokenizer = tiny
     out = run_mia(model, tokenizer, MEMBERS[:2], NONMEMBERS[:2], gradnorm=True, n_bootstrap=0)
     assert "gradnorm" in out["attacks"]
+    assert all(p.grad is None for p in model.parameters())  # the attack leaves no gradients behind
     f = encode_document(tokenizer, MEMBERS[1], 512)
     model.zero_grad()
     ids = torch.tensor([f["input_ids"]])
     model(input_ids=ids, labels=torch.tensor([f["labels"]])).loss.backward()
-    norm = math.sqrt(sum(float(p.grad.double().square().sum()) for p in model.parameters() if p.grad is not None))
-    model.zero_grad()
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    norm = math.sqrt(sum(float(g.double().square().sum()) for g in grads))
+    model.zero_grad(set_to_none=True)
     assert out["attacks"]["gradnorm"]["scores"]["members"][1] == pytest.approx(-norm, rel=1e-4)
-    assert all(p.grad is None or not p.grad.any() for p in model.parameters())
     assert math.isnan(gradnorm_scores(model, [{"input_ids": [1], "labels": [-100]}])[0])

@@ -108,7 +108,8 @@ def log_records(run_dir: Path, event: str) -> list[dict]:
 
 def test_gd_run_lowers_forget_probability_and_writes_run_dir(world, tmp_path):
     before = forget_prob(world[1], world)
-    run_dir, metrics = run_unlearning(make_config(world, tmp_path / "gd", "gd", "train.max_steps=5"), quiet=True)
+    run_dir, metrics = run_unlearning(make_config(world, tmp_path / "gd", "gd", "train.max_steps=5", "train.lr=3e-3"),
+                                      quiet=True)
     after = forget_prob(run_dir / "model", world)
     assert before > 0.9
     assert after < 0.5 * before

@@ -1,7 +1,7 @@
 """``lethe <command>``: the command-line interface.
 
-Commands: ``data fictional``, ``train``, ``audit extraction``, ``demo goldfish``. Every command writes a
-run directory; bad input ends with one line ``error: <what is wrong>`` and exit code 2.
+Commands: ``data fictional``, ``train``, ``audit extraction|mia|canaries``, ``report``, ``demo goldfish``.
+Every command writes a run directory; bad input ends with one line ``error: <what is wrong>`` and exit code 2.
 """
 
 from __future__ import annotations
@@ -63,9 +63,49 @@ def cmd_audit_extraction(args: argparse.Namespace) -> None:
 
     if args.suffix_len < 1:
         raise LetheError(f"--suffix-len must be >= 1, got {args.suffix_len}")
+    if args.num_beams < 1:
+        raise LetheError(f"--num-beams must be >= 1, got {args.num_beams}")
     settings = ExtractionSettings(model=args.model, data=args.data, suffix_len=args.suffix_len,
-                                  prefix_len=args.prefix_len, batch_size=args.batch_size, limit=args.limit)
+                                  prefix_len=args.prefix_len, batch_size=args.batch_size, limit=args.limit,
+                                  num_beams=args.num_beams, any_of_beams=args.any_of_beams, semantic=args.semantic)
     run_dir, summary = audit_extraction(settings, args.run_dir)
+    _finish(args, run_dir, summary)
+
+
+def cmd_audit_mia(args: argparse.Namespace) -> None:
+    from lethe.audit.commands import MIASettings, audit_mia
+
+    ks = [float(k) for k in args.ks.split(",") if k.strip()]
+    if not ks or any(not 0 < k <= 1 for k in ks):
+        raise LetheError(f"--ks must be comma-separated fractions in (0, 1], got {args.ks!r}")
+    settings = MIASettings(model=args.model, members=args.members, nonmembers=args.nonmembers,
+                           reference=args.reference or "", ks=ks, gradnorm=args.gradnorm,
+                           max_length=args.max_length, batch_size=args.batch_size,
+                           n_bootstrap=args.bootstrap, seed=args.seed)
+    run_dir, summary = audit_mia(settings, args.run_dir)
+    _finish(args, run_dir, summary)
+
+
+def cmd_audit_canaries(args: argparse.Namespace) -> None:
+    from lethe.audit.commands import CanarySettings, audit_canaries
+
+    settings = CanarySettings(model=args.model, canaries=args.canaries, n_samples=args.samples, seed=args.seed)
+    run_dir, summary = audit_canaries(settings, args.run_dir)
+    _finish(args, run_dir, summary)
+
+
+def cmd_report(args: argparse.Namespace) -> None:
+    from pathlib import Path
+
+    from lethe.report import compare_runs
+    from lethe.runs import new_run_dir
+
+    out = new_run_dir("report", args.out)
+    html = compare_runs([Path(r) for r in args.runs], out)
+    print(f"report: {html}")
+
+
+def _finish(args: argparse.Namespace, run_dir, summary) -> None:
     print(f"run directory: {run_dir}")
     if not args.quiet:
         print(json.dumps(summary, indent=2))
@@ -111,8 +151,40 @@ def build_parser() -> argparse.ArgumentParser:
     extraction.add_argument("--prefix-len", type=int, default=0, help="prefix tokens (default 0 = all before)")
     extraction.add_argument("--batch-size", type=int, default=32)
     extraction.add_argument("--limit", type=int, default=0, help="audit only the first N documents")
+    extraction.add_argument("--num-beams", type=int, default=1, help="beam-search attack with B beams (default 1)")
+    extraction.add_argument("--any-of-beams", action="store_true",
+                            help="a document counts as extracted if any of the B beams matches (upper bound)")
+    extraction.add_argument("--semantic", action="store_true",
+                            help="add BERTScore-style similarity (offline all-MiniLM-L6-v2 featurizer)")
     extraction.add_argument("--run-dir", help="run directory")
     extraction.set_defaults(func=cmd_audit_extraction)
+
+    mia = audit.add_parser("mia", parents=[common], help="membership inference: loss, zlib, min-k, min-k++, ref")
+    mia.add_argument("--model", required=True, help="target model folder or preset")
+    mia.add_argument("--members", required=True, help="member documents (JSONL id/text, .txt, or a world folder)")
+    mia.add_argument("--nonmembers", required=True, help="non-member documents")
+    mia.add_argument("--reference", help="reference model for the reference attack")
+    mia.add_argument("--ks", default="0.2,0.4", help="min-k / min-k++ fractions (default 0.2,0.4)")
+    mia.add_argument("--gradnorm", action="store_true", help="also the gradient-norm attack (slow: batch-1 backward)")
+    mia.add_argument("--max-length", type=int, default=512)
+    mia.add_argument("--batch-size", type=int, default=16)
+    mia.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the CIs (0 = none)")
+    mia.add_argument("--seed", type=int, default=0)
+    mia.add_argument("--run-dir", help="run directory")
+    mia.set_defaults(func=cmd_audit_mia)
+
+    canaries = audit.add_parser("canaries", parents=[common], help="canary exposure (Secret Sharer), in bits")
+    canaries.add_argument("--model", required=True, help="model folder or preset")
+    canaries.add_argument("--canaries", default="embedded", help="canaries JSONL, a world folder, or 'embedded'")
+    canaries.add_argument("--samples", type=int, default=2000, help="sampled candidates per canary")
+    canaries.add_argument("--seed", type=int, default=0)
+    canaries.add_argument("--run-dir", help="run directory")
+    canaries.set_defaults(func=cmd_audit_canaries)
+
+    report = commands.add_parser("report", parents=[common], help="compare several runs in one HTML page")
+    report.add_argument("runs", nargs="+", help="run directories (each with metrics.json)")
+    report.add_argument("--out", help="output directory (default runs/report-<timestamp>)")
+    report.set_defaults(func=cmd_report)
 
     demo = commands.add_parser("demo", help="end-to-end demos").add_subparsers(dest="what", required=True)
     goldfish = demo.add_parser("goldfish", parents=[common],

@@ -1,19 +1,28 @@
-"""Entry functions of ``lethe audit ...``: load model and data, run an audit, write the run directory."""
+"""Entry functions of ``lethe audit ...``: load model and data, run an audit, write the run directory.
+
+Each writes its result JSON (``extraction.json``, ``mia.json``, ``canaries.json``), ``metrics.json`` (the
+summary), ``config.json`` and ``report.md`` / ``report.html`` with figures, all atomically.
+"""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+import json
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from lethe.audit.canaries import canary_exposure
 from lethe.audit.extraction import run_extraction
+from lethe.audit.mia import run_mia
 from lethe.data.text import load_documents
 from lethe.data.world import EMBEDDED, resolve_source
 from lethe.errors import LetheError
 from lethe.models import load_model
-from lethe.runs import RunLog, atomic_write_json, atomic_write_text, new_run_dir
+from lethe.report import Report, figures
+from lethe.runs import RunLog, atomic_write_json, new_run_dir
 
 DEFAULT_DOCUMENTS = "biographies.jsonl"
+DEFAULT_CANARIES = "canaries.jsonl"
 
 
 @dataclass
@@ -24,39 +33,184 @@ class ExtractionSettings:
     prefix_len: int = 0  # 0 = every token before the suffix
     batch_size: int = 32
     limit: int = 0
+    num_beams: int = 1  # > 1: beam-search attack with B beams
+    any_of_beams: bool = False  # count a document as extracted if any of the B beams reproduces it
+    semantic: bool = False  # BERTScore-style similarity with the offline all-MiniLM-L6-v2 featurizer
 
 
-def load_audit_documents(data: str, limit: int = 0) -> list[tuple[str, str]]:
-    """(id, text) pairs from a documents file, or a folder / the embedded world's biographies."""
+@dataclass
+class MIASettings:
+    model: str
+    members: str
+    nonmembers: str
+    reference: str = ""
+    ks: list[float] = field(default_factory=lambda: [0.2, 0.4])
+    gradnorm: bool = False
+    max_length: int = 512
+    batch_size: int = 16
+    n_bootstrap: int = 1000
+    seed: int = 0
+
+
+@dataclass
+class CanarySettings:
+    model: str
+    canaries: str = EMBEDDED
+    n_samples: int = 2000
+    seed: int = 0
+    batch_size: int = 64
+
+
+def load_audit_documents(data: str, limit: int = 0, default_file: str = DEFAULT_DOCUMENTS) -> list[tuple[str, str]]:
+    """(id, text) pairs from a documents file, or from a folder's / the embedded world's ``default_file``."""
     source = resolve_source(data)
-    path = source / DEFAULT_DOCUMENTS if source.is_dir() else source
+    path = source / default_file if source.is_dir() else source
     if source.is_dir() and not path.is_file():
-        raise LetheError(f"{source} is a folder without {DEFAULT_DOCUMENTS}; pass a documents file")
+        raise LetheError(f"{source} is a folder without {default_file}; pass a documents file")
     documents = [(d.id, d.text) for d in load_documents(path)]
     return documents[:limit] if limit else documents
 
 
+def extraction_summary(report: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in report.items() if k not in ("items", "rougeL_all", "semantic_items")}
+
+
 def audit_extraction(settings: ExtractionSettings, run_dir: str | Path | None = None,
                      model=None, tokenizer=None) -> tuple[Path, dict[str, Any]]:
-    """``lethe audit extraction``: greedy suffix extraction on every document; writes extraction.json."""
+    """``lethe audit extraction``: suffix extraction on every document; writes extraction.json."""
     documents = load_audit_documents(settings.data, settings.limit)
     if model is None or tokenizer is None:
         model, tokenizer = load_model(settings.model)
     out = new_run_dir("audit-extraction", run_dir)
     atomic_write_json(out / "config.json", asdict(settings))
     result = run_extraction(
-        model, tokenizer, documents, suffix_len=settings.suffix_len,
-        prefix_len=settings.prefix_len or None, batch_size=settings.batch_size,
+        model, tokenizer, documents, suffix_len=settings.suffix_len, prefix_len=settings.prefix_len or None,
+        batch_size=settings.batch_size, num_beams=settings.num_beams, any_of_beams=settings.any_of_beams,
     )
     report = result.to_dict()
+    if settings.semantic:
+        add_semantic_similarity(report)
     atomic_write_json(out / "extraction.json", report)
-    summary = {k: v for k, v in report.items() if k not in ("items", "rougeL_all")}
+    summary = extraction_summary(report)
     atomic_write_json(out / "metrics.json", {"extraction": summary})
-    atomic_write_text(out / "report.md", extraction_markdown(settings.model, summary))
-    RunLog(out)("audit_extraction", **summary)
+    page = Report("Extraction audit", subtitle=f"model {settings.model}, data {settings.data}")
+    page.add_table([{"model": Path(settings.model).name or settings.model, **_scalar(summary)}],
+                   caption=f"Greedy{'/beam' if settings.num_beams > 1 else ''} extraction of a "
+                           f"{settings.suffix_len}-token suffix")
+    page.add_figure("rouge_distribution", figures.rouge_distribution({settings.model: report["rougeL_all"]}),
+                    "ROUGE-L (no stemming) between the generated and the true suffix, per document.")
+    page.write(out)
+    RunLog(out)("audit_extraction", **_scalar(summary))
     return out, summary
 
 
-def extraction_markdown(model: str, summary: dict[str, Any]) -> str:
-    rows = "\n".join(f"| {k} | {v} |" for k, v in summary.items() if not isinstance(v, list))
-    return f"# Extraction audit\n\nModel: `{model}`\n\n| metric | value |\n|---|---|\n{rows}\n"
+def add_semantic_similarity(report: dict[str, Any]) -> None:
+    """Add BERTScore-style similarity (offline MiniLM featurizer) to an extraction report, in place."""
+    from lethe.audit.similarity import semantic_similarity
+
+    items = report["items"]
+    result = semantic_similarity([i["target_text"] for i in items], [i["generated_text"] for i in items])
+    per_item = result.pop("items", None) or result.pop("per_item", [])
+    for item, scores in zip(items, per_item, strict=False):
+        item["semantic"] = scores
+    report["semantic"] = result
+
+
+def audit_mia(settings: MIASettings, run_dir: str | Path | None = None, model=None,
+              tokenizer=None) -> tuple[Path, dict[str, Any]]:
+    """``lethe audit mia``: every membership-inference attack from one scoring pass; writes mia.json."""
+    members = [text for _, text in load_audit_documents(settings.members)]
+    nonmembers = [text for _, text in load_audit_documents(settings.nonmembers)]
+    if model is None or tokenizer is None:
+        model, tokenizer = load_model(settings.model)
+    reference = load_model(settings.reference) if settings.reference else None
+    out = new_run_dir("audit-mia", run_dir)
+    atomic_write_json(out / "config.json", asdict(settings))
+    result = run_mia(model, tokenizer, members, nonmembers, reference=reference, ks=tuple(settings.ks),
+                     gradnorm=settings.gradnorm, max_length=settings.max_length, batch_size=settings.batch_size,
+                     n_bootstrap=settings.n_bootstrap, seed=settings.seed)
+    atomic_write_json(out / "mia.json", result)
+    summary = mia_summary(result)
+    atomic_write_json(out / "metrics.json", {"mia": summary})
+    page = Report("Membership inference audit", subtitle=f"model {settings.model}")
+    page.add_paragraph(result["sign_convention"])
+    page.add_table([{"attack": name, **values} for name, values in summary["attacks"].items()],
+                   caption=f"{result['n_members']} members vs {result['n_nonmembers']} non-members")
+    page.add_figure("roc", figures.roc_curves(roc_series(result)), "ROC per attack (log-scale FPR).")
+    page.write(out)
+    return out, summary
+
+
+def mia_summary(result: dict[str, Any]) -> dict[str, Any]:
+    keep = ("auc", "auc_ci", "tpr_at_0.1%_fpr", "tpr_at_1%_fpr", "tpr_at_5%_fpr")
+    return {
+        "n_members": result["n_members"], "n_nonmembers": result["n_nonmembers"],
+        "n_skipped": len(result["skipped"]["members"]) + len(result["skipped"]["nonmembers"]),
+        "attacks": {name: {k: a[k] for k in keep if k in a} for name, a in result["attacks"].items()},
+    }
+
+
+def roc_series(result: dict[str, Any], label: str = "") -> dict[str, tuple[list[float], list[float], float]]:
+    prefix = f"{label} " if label else ""
+    return {f"{prefix}{name}": (a["roc"]["fpr"], a["roc"]["tpr"], a["auc"]) for name, a in result["attacks"].items()}
+
+
+def load_canaries(source: str) -> list[dict[str, Any]]:
+    """Canary records from a JSONL file, or a folder's / the embedded world's canaries.jsonl."""
+    path = resolve_source(source)
+    if path.is_dir():
+        path = path / DEFAULT_CANARIES
+    if not path.is_file():
+        raise LetheError(f"canaries file not found: {path}")
+    rows = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError as err:
+            raise LetheError(f"{path} line {number}: invalid JSON ({err.msg})") from None
+    if not rows:
+        raise LetheError(f"{path}: no canaries")
+    return rows
+
+
+def audit_canaries(settings: CanarySettings, run_dir: str | Path | None = None, model=None,
+                   tokenizer=None) -> tuple[Path, dict[str, Any]]:
+    """``lethe audit canaries``: exposure (bits) of every canary; writes canaries.json."""
+    canaries = load_canaries(settings.canaries)
+    if model is None or tokenizer is None:
+        model, tokenizer = load_model(settings.model)
+    out = new_run_dir("audit-canaries", run_dir)
+    atomic_write_json(out / "config.json", asdict(settings))
+    result = canary_exposure(model, tokenizer, canaries, n_samples=settings.n_samples, seed=settings.seed,
+                             batch_size=settings.batch_size)
+    atomic_write_json(out / "canaries.json", result)
+    summary = {"exposure_by_repetitions": result["exposure_by_repetitions"],
+               "mean_exposure": _mean([c["exposure"] for c in result["canaries"]])}
+    atomic_write_json(out / "metrics.json", {"canaries": summary})
+    page = Report("Canary exposure audit", subtitle=f"model {settings.model}")
+    page.add_table([{k: c[k] for k in ("id", "repetitions", "exposure", "max_exposure", "rank_estimate", "method")}
+                    for c in result["canaries"]], caption="Exposure = log2|R| − log2 rank (bits)")
+    page.add_figure("exposure", figures.exposure_vs_repetitions(
+        {Path(settings.model).name or settings.model: exposure_points(result)}, max_exposure=max_exposure(result)),
+        "Mean exposure per repetition count.")
+    page.write(out)
+    return out, summary
+
+
+def exposure_points(result: dict[str, Any]) -> list[tuple[int, float]]:
+    return sorted((int(r), float(e)) for r, e in result["exposure_by_repetitions"].items() if r.isdigit())
+
+
+def max_exposure(result: dict[str, Any]) -> float | None:
+    values = [c["max_exposure"] for c in result["canaries"]]
+    return max(values) if values else None
+
+
+def _mean(values: list[float]) -> float | None:
+    return sum(values) / len(values) if values else None
+
+
+def _scalar(summary: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in summary.items() if not isinstance(v, list | dict)}

@@ -273,17 +273,20 @@ def _load_retain_eval(retain_eval: str | Path | Mapping[str, Any], forget_split:
             data = json.loads(path.read_text(encoding="utf-8"))
         except (ValueError, UnicodeDecodeError) as exc:
             raise LetheError(f"{label}: not valid JSON ({' '.join(str(exc).split())})") from exc
-    items = data.get("per_item", {}).get("forget") if isinstance(data, dict) else None
+    data = data if isinstance(data, dict) else {}
+    per_item = data.get("per_item")
+    items = per_item.get("forget") if isinstance(per_item, dict) else None
     if not isinstance(items, list) or not items:
         raise LetheError(f"{label}: no per-item forget truth ratios (per_item.forget is missing or empty)")
     ratios = [item.get("truth_ratio") if isinstance(item, dict) else None for item in items]
     if any(not isinstance(r, int | float) or not math.isfinite(r) for r in ratios):
         raise LetheError(f"{label}: per_item.forget has an item without a finite truth_ratio")
-    other = data.get("config", {}).get("forget_split")
+    config, summary = data.get("config"), data.get("summary")
+    other = config.get("forget_split") if isinstance(config, dict) else None
     if other is not None and other != forget_split:
         raise LetheError(f"{label}: computed on forget split '{other}', "
                          f"this evaluation uses '{forget_split}'")
-    auc = data.get("summary", {}).get("mia_min_k")
+    auc = summary.get("mia_min_k") if isinstance(summary, dict) else None
     return {"truth_ratio": [float(r) for r in ratios], "mia_min_k": None if auc is None else float(auc),
             "label": label}
 

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import Trainer, TrainerCallback, set_seed
+from transformers import PrinterCallback, Trainer, TrainerCallback, set_seed
 from transformers.trainer_utils import get_last_checkpoint
 
 from lethe.config import to_yaml
@@ -339,6 +339,8 @@ def run_unlearning(config: UnlearnConfig, *, quiet: bool = False,
         processing_class=tokenizer, callbacks=[JsonlLogCallback(log), EpochCallback(dataset), *callbacks],
         method=method, hyper=hyper, ref_model=ref_model, max_loss=o.max_loss,
     )
+    if quiet:
+        trainer.remove_callback(PrinterCallback)  # disable_tqdm swaps the progress bar for printed logs
     resume = get_last_checkpoint(str(checkpoints)) if checkpoints.is_dir() else None
     batch_size = config.train.batch_size
     retain_eval = _sample(retain, len(forget), config.train.seed)
