@@ -59,7 +59,8 @@ def per_sample_grad(model, feature) -> dict[str, torch.Tensor]:
     nll, n = sequence_nll(model(input_ids=ids, attention_mask=torch.ones_like(ids)).logits,
                           torch.tensor([feature["labels"]]))
     grads = torch.autograd.grad((nll / n).sum(), list(params.values()), allow_unused=True)
-    return {k: torch.zeros_like(p) if g is None else g for (k, p), g in zip(params.items(), grads, strict=True)}
+    pairs = zip(params.items(), grads, strict=True)
+    return {k: torch.zeros_like(p) if g is None else g for (k, p), g in pairs}
 
 
 def check_against_autograd(model, pad_id: int, vocab: int) -> torch.Tensor:
@@ -70,9 +71,8 @@ def check_against_autograd(model, pad_id: int, vocab: int) -> torch.Tensor:
     for name, g in grad.items():
         torch.testing.assert_close(g, sum(d[name] for d in loop) / len(loop), rtol=1e-5, atol=1e-7)
     scores = attribution_scores(model, batches(forget, 4, pad_id), grad)
-    expected = torch.stack([
-        sum((d[name] * grad[name]).sum() for name in grad) for d in (per_sample_grad(model, f) for f in forget)
-    ])
+    loop = [per_sample_grad(model, f) for f in forget]
+    expected = torch.stack([sum((d[name] * grad[name]).sum() for name in grad) for d in loop])
     assert scores.shape == (7,)
     assert (scores - expected).abs().max() <= 1e-4 * expected.abs().max()
     torch.testing.assert_close(scores, expected, rtol=1e-4, atol=1e-4 * float(expected.abs().max()))
@@ -98,7 +98,8 @@ def test_jvp_scores_with_lora_use_adapter_parameters_only():
         for name, p in model.named_parameters():
             if "lora_B" in name:
                 p.normal_(0, 0.1)
-    grad = retain_mean_gradient(model, batches(random_features(3, 5, len(tokenizer)), 3, tokenizer.pad_token_id))
+    retain = batches(random_features(3, 5, len(tokenizer)), 3, tokenizer.pad_token_id)
+    grad = retain_mean_gradient(model, retain)
     assert grad and all("lora_" in name for name in grad)
     check_against_autograd(model, tokenizer.pad_token_id, len(tokenizer))
 

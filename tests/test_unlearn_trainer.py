@@ -17,7 +17,7 @@ from lethe.errors import LetheError
 from lethe.models import build_tiny, load_model, save_model
 from lethe.unlearn import trainer as unlearn_trainer
 from lethe.unlearn.config import UnlearnConfig
-from lethe.unlearn.data import ForgetRetainDataset, PairCollator, batches
+from lethe.unlearn.data import ForgetRetainDataset, PairCollator, Refusals, batches
 from lethe.unlearn.guard import per_sample_losses
 from lethe.unlearn.trainer import mean_nll, run_unlearning
 
@@ -108,8 +108,8 @@ def log_records(run_dir: Path, event: str) -> list[dict]:
 
 def test_gd_run_lowers_forget_probability_and_writes_run_dir(world, tmp_path):
     before = forget_prob(world[1], world)
-    run_dir, metrics = run_unlearning(make_config(world, tmp_path / "gd", "gd", "train.max_steps=5", "train.lr=3e-3"),
-                                      quiet=True)
+    config = make_config(world, tmp_path / "gd", "gd", "train.max_steps=5", "train.lr=3e-3")
+    run_dir, metrics = run_unlearning(config, quiet=True)
     after = forget_prob(run_dir / "model", world)
     assert before > 0.9
     assert after < 0.5 * before
@@ -146,6 +146,20 @@ def test_pairing_is_random_per_rank_seed_and_epoch():
     batch = PairCollator(pad_id=0)([dataset[i] for i in range(4)])
     assert batch["forget_index"].tolist() == [0, 1, 2, 3]
     assert batch["retain_labels"].shape == (4, 3) and batch["forget_attention_mask"].all()
+
+
+def test_refusal_items_are_encoded_like_qa(world):
+    _, tokenizer = load_model(world[1])
+    rows = author_rows()[16:]
+    refusals = ["I don't know.", "No idea at all, sorry."]
+    idk = Refusals.encode(tokenizer, [r["question"] for r in rows], refusals, max_length=20)
+    for i, row in enumerate(rows):
+        for k, refusal in enumerate(refusals):
+            assert idk.item(i, k) == encode_qa(tokenizer, row["question"], refusal, 20)
+    dataset = ForgetRetainDataset([{"input_ids": [1], "labels": [1]}] * 4, None, idk=idk, seed=5)
+    chosen = dataset.pairing()[1]
+    assert dataset[2]["idk_input_ids"] == idk.item(2, int(chosen[2]))["input_ids"]
+    assert "retain_input_ids" not in dataset[2]
 
 
 class StopAt(TrainerCallback):
@@ -211,6 +225,7 @@ class CountModels(TrainerCallback):
         self.counts.append(sum(isinstance(o, LlamaForCausalLM) for o in gc.get_objects()))
 
 
+@pytest.mark.filterwarnings("ignore::FutureWarning")  # gc.get_objects() touches deprecated torch aliases
 def test_lora_kl_uses_the_adapter_disabled_model_as_reference(world, tmp_path):
     gc.collect()
     alive = sum(isinstance(o, LlamaForCausalLM) for o in gc.get_objects())
@@ -230,7 +245,8 @@ def test_lora_kl_uses_the_adapter_disabled_model_as_reference(world, tmp_path):
     assert any(not torch.equal(merged[k], original[k]) for k in original)
 
     full = CountModels()
-    run_unlearning(make_config(world, tmp_path / "full", "kl", "train.max_steps=1"), quiet=True, callbacks=[full])
+    config = make_config(world, tmp_path / "full", "kl", "train.max_steps=1")
+    run_unlearning(config, quiet=True, callbacks=[full])
     assert full.counts == [alive + 2]  # full fine-tuning: model + frozen reference copy
 
 
@@ -275,10 +291,11 @@ def test_bad_data_and_config_fail_clearly(world, tmp_path):
     overlap = _write_folder(tmp_path / "overlap", rows[15:], rows[:16])
     with pytest.raises(LetheError, match="share 1 question/answer"):
         run_unlearning(make_config((overlap, world[1]), tmp_path / "r1"), quiet=True)
+    assert not (tmp_path / "r1").exists()  # bad data fails before the run directory is made
     empty = _write_folder(tmp_path / "empty", [], rows[:16])
     with pytest.raises(LetheError, match="forget10"):
         run_unlearning(make_config((empty, world[1]), tmp_path / "r2"), quiet=True)
-    with pytest.raises(LetheError, match="unknown unlearning method 'forgetall'; valid: ga, gd, kl, npo, simnpo, idkpo"):
+    with pytest.raises(LetheError, match="method 'forgetall'; valid: ga, gd, kl, npo, simnpo, idkpo"):
         make_config(world, tmp_path / "r3", "forgetall")
     with pytest.raises(LetheError, match="guard.tau must be > 0"):
         make_config(world, tmp_path / "r4", "gd", "guard.tau=0")

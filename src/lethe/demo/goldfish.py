@@ -5,7 +5,9 @@ loss memorizes 84/100 articles exactly, goldfish loss (k=4, h=13) memorizes 0/10
 models start from the same weights and see the same biographies of the embedded fictional world for the
 same number of steps, one with the standard loss and one with goldfish loss; both are then audited:
 greedy extraction of each biography's last ``suffix_len`` tokens from the rest (exact match, per-token
-match, ROUGE-L) and the loss on held-out biographies of authors never trained on.
+match, ROUGE-L), the loss on biographies of authors never trained on, membership inference (members =
+trained biographies, non-members = the never-trained ones; every attack of ``lethe audit mia``) and the
+exposure of secret canaries inserted into the training data with chosen repetition counts.
 
 Both models share one BPE tokenizer trained on the whole world (trained and held-out biographies), so
 token counts and losses are comparable and the tokenizer carries no membership signal.
@@ -13,6 +15,7 @@ token counts and losses are comparable and the tokenizer carries no membership s
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,7 +23,10 @@ from typing import Any
 
 from transformers import AutoTokenizer
 
+from lethe.audit.canaries import canary_exposure
+from lethe.audit.commands import exposure_points, extraction_summary, max_exposure, mia_summary, roc_series
 from lethe.audit.extraction import run_extraction
+from lethe.audit.mia import run_mia
 from lethe.audit.scoring import corpus_loss, score_sequences
 from lethe.config import GoldfishSettings, ModelSettings, TrainConfig, TrainSettings, to_yaml
 from lethe.data.formatting import encode_document
@@ -28,6 +34,7 @@ from lethe.data.text import load_documents
 from lethe.data.world import embedded_world
 from lethe.errors import LetheError
 from lethe.models import load_model, tiny_model, train_bpe_tokenizer
+from lethe.report import Report, figures
 from lethe.runs import RunLog, atomic_write_json, atomic_write_text, new_run_dir
 from lethe.train.trainer import train_model
 
@@ -47,6 +54,9 @@ class GoldfishDemoConfig:
     documents: int = 40  # biographies trained on (the memorization targets)
     max_length: int = 320
     suffix_len: int = 50
+    canary_max_repetitions: int = 5  # world canaries repeated at most this often are inserted (0 = none)
+    canary_samples: int = 1000  # sampled candidates per canary for the exposure estimate
+    mia_bootstrap: int = 1000
     model: ModelSettings = field(default_factory=ModelSettings)
     train: TrainSettings = field(default_factory=_demo_train_settings)
     goldfish: GoldfishSettings = field(default_factory=lambda: GoldfishSettings(enabled=True))
@@ -95,6 +105,27 @@ def _shared_tokenizer(run_dir: Path, texts: list[str], vocab_size: int):
     return tokenizer
 
 
+def _canary_records(world: Path, max_repetitions: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """World canaries with at most ``max_repetitions`` repetitions, and their training records (one per copy)."""
+    if max_repetitions <= 0:
+        return [], []
+    canaries = [json.loads(line) for line in (world / "canaries.jsonl").read_text().splitlines() if line.strip()]
+    chosen = [c for c in canaries if 1 <= int(c["repetitions"]) <= max_repetitions]
+    records = [{"id": f"{c['id']}-copy{r}", "text": c["text"]} for c in chosen for r in range(int(c["repetitions"]))]
+    return chosen, records
+
+
+def _loss_curve(arm_dir: Path) -> tuple[list[tuple[int, float]], list[tuple[int, float]]]:
+    by_step, by_tokens = [], []
+    log = arm_dir / "log.jsonl"
+    for line in log.read_text().splitlines() if log.is_file() else []:
+        event = json.loads(line)
+        if event.get("event") == "train" and "loss" in event:
+            by_step.append((int(event["step"]), float(event["loss"])))
+            by_tokens.append((int(event["supervised_tokens"]), float(event["loss"])))
+    return by_step, by_tokens
+
+
 def run_goldfish_demo(config: GoldfishDemoConfig, *, quiet: bool = False) -> tuple[Path, dict[str, Any]]:
     started = time.perf_counter()
     run_dir = new_run_dir("demo-goldfish", config.run_dir or None)
@@ -102,59 +133,135 @@ def run_goldfish_demo(config: GoldfishDemoConfig, *, quiet: bool = False) -> tup
     atomic_write_text(run_dir / "config.yaml", to_yaml(config))
     world = embedded_world(config.world_authors, config.world_seed)
     biographies = load_documents(world / "biographies.jsonl")
-    heldout = load_documents(world / "biographies_holdout.jsonl")
-    if config.documents > len(biographies):
-        raise LetheError(f"config: documents={config.documents} but the world has {len(biographies)} biographies")
+    holdout = load_documents(world / "biographies_holdout.jsonl")
+    if config.documents >= len(biographies):
+        raise LetheError(f"config: documents={config.documents} must be below the world's {len(biographies)} "
+                         "biographies (the rest are the held-out non-members)")
     members = biographies[: config.documents]
-    tokenizer = _shared_tokenizer(run_dir, [d.text for d in biographies + heldout], config.model.vocab_size)
-    records = [{"id": d.id, "text": d.text} for d in members]
-    heldout_features = [encode_document(tokenizer, d.text, config.max_length) for d in heldout]
+    nonmembers = biographies[config.documents :] + holdout
+    tokenizer = _shared_tokenizer(run_dir, [d.text for d in biographies + holdout], config.model.vocab_size)
+    canaries, canary_records = _canary_records(world, config.canary_max_repetitions)
+    records = [{"id": d.id, "text": d.text} for d in members] + canary_records
+    heldout_features = [encode_document(tokenizer, d.text, config.max_length) for d in nonmembers]
     member_features = [encode_document(tokenizer, d.text, config.max_length) for d in members]
-    log("demo_start", world=str(world), documents=len(members), heldout=len(heldout))
+    log("demo_start", world=str(world), documents=len(members), nonmembers=len(nonmembers),
+        canaries=len(canaries), canary_copies=len(canary_records))
 
-    metrics: dict[str, Any] = {"world": str(world), "documents": len(members), "heldout_documents": len(heldout)}
+    metrics: dict[str, Any] = {"world": str(world), "documents": len(members), "heldout_documents": len(nonmembers),
+                               "canaries": len(canaries), "canary_copies": len(canary_records)}
+    audits: dict[str, dict[str, Any]] = {}
     for arm in ARMS:
         arm_config = _arm_config(config, arm, run_dir)
         arm_config.data.max_length = config.max_length
         if not quiet:
-            print(f"[{arm}] training {len(members)} biographies for {config.train.max_steps} steps ...")
+            print(f"[{arm}] training on {len(members)} biographies + {len(canary_records)} canary copies "
+                  f"for {config.train.max_steps} steps ...")
         model, train_metrics = _train_or_reuse(arm_config, tokenizer, records, quiet)
+        if not quiet:
+            print(f"[{arm}] auditing: extraction, membership inference, canary exposure ...")
         extraction = run_extraction(model, tokenizer, [(d.id, d.text) for d in members],
-                                    suffix_len=config.suffix_len, batch_size=32)
-        report = extraction.to_dict()
-        atomic_write_json(run_dir / arm / "extraction.json", report)
+                                    suffix_len=config.suffix_len, batch_size=32).to_dict()
+        atomic_write_json(run_dir / arm / "extraction.json", extraction)
+        mia = run_mia(model, tokenizer, [d.text for d in members], [d.text for d in nonmembers],
+                      max_length=config.max_length, n_bootstrap=config.mia_bootstrap)
+        atomic_write_json(run_dir / arm / "mia.json", mia)
+        exposure = canary_exposure(model, tokenizer, canaries, n_samples=config.canary_samples) if canaries else None
+        if exposure is not None:
+            atomic_write_json(run_dir / arm / "canaries.json", exposure)
+        pad = tokenizer.pad_token_id
         metrics[arm] = {
-            "extraction": {k: v for k, v in report.items() if k not in ("items", "rougeL_all")},
-            "heldout_loss": corpus_loss(score_sequences(model, heldout_features, pad_id=tokenizer.pad_token_id)),
-            "train_loss_eval": corpus_loss(score_sequences(model, member_features, pad_id=tokenizer.pad_token_id)),
+            "extraction": extraction_summary(extraction),
+            "heldout_loss": corpus_loss(score_sequences(model, heldout_features, pad_id=pad)),
+            "train_loss_eval": corpus_loss(score_sequences(model, member_features, pad_id=pad)),
+            "mia": mia_summary(mia)["attacks"],
+            "canaries": {"exposure_by_repetitions": exposure["exposure_by_repetitions"]} if exposure else None,
             "train": train_metrics,
         }
-        log("demo_arm", arm=arm, exact_match_rate=report["exact_match_rate"], rougeL=report["rougeL"])
+        audits[arm] = {"extraction": extraction, "mia": mia, "canaries": exposure}
+        log("demo_arm", arm=arm, exact_match_rate=extraction["exact_match_rate"], rougeL=extraction["rougeL"],
+            mia_loss_auc=mia["attacks"]["loss"]["auc"])
     metrics["wall_s"] = time.perf_counter() - started
     metrics["headline_holds"] = (metrics["standard"]["extraction"]["exact_match_rate"] >= 0.5
                                  and metrics["goldfish"]["extraction"]["n_exact"] == 0)
     atomic_write_json(run_dir / "metrics.json", metrics)
     table = format_table(metrics)
-    atomic_write_text(run_dir / "report.md", "# Goldfish demo\n\n" + table + "\n")
+    write_demo_report(run_dir, config, metrics, audits)
     if not quiet:
         print(table)
-        print(f"run directory: {run_dir}")
+        print(f"run directory: {run_dir}  (open report.html)")
     return run_dir, metrics
+
+
+def write_demo_report(run_dir: Path, config: GoldfishDemoConfig, metrics: dict[str, Any],
+                      audits: dict[str, dict[str, Any]]) -> None:
+    g = config.goldfish
+    page = Report("Goldfish demo", subtitle=f"standard vs goldfish (k={g.k}, h={g.h}, {g.strategy}) on "
+                                            f"{metrics['documents']} fictional biographies")
+    holds = metrics["headline_holds"]
+    page.add_note(
+        f"Headline {'holds' if holds else 'does not hold'}: standard training reproduces "
+        f"{metrics['standard']['extraction']['n_exact']}/{metrics['documents']} biography suffixes exactly, "
+        f"goldfish {metrics['goldfish']['extraction']['n_exact']}/{metrics['documents']} "
+        "(paper: 84/100 vs 0/100 on LLaMA-2-7B).", kind="ok" if holds else "warning")
+    page.add_keyvalues({"model": f"tiny LLaMA ({config.model.num_layers} layers, {config.model.hidden_size} hidden)",
+                        "steps": config.train.max_steps, "batch_size": config.train.batch_size,
+                        "learning_rate": config.train.lr, "canary copies": metrics["canary_copies"],
+                        "wall_s": metrics["wall_s"]})
+    rows = []
+    for arm in ARMS:
+        m = metrics[arm]
+        rows.append({"model": arm, "exact_match_rate": m["extraction"]["exact_match_rate"],
+                     "token_match_rate": m["extraction"]["token_match_rate"], "rougeL": m["extraction"]["rougeL"],
+                     "heldout_loss": m["heldout_loss"], "mia loss AUC": m["mia"]["loss"]["auc"],
+                     "mia min-k 0.2 AUC": m["mia"]["min_k_0.2"]["auc"],
+                     "supervised_tokens": m["train"]["supervised_tokens"]})
+    page.add_heading("Results")
+    page.add_table(rows, caption=f"Extraction of the last {config.suffix_len} tokens of each trained biography "
+                                 "from the rest (greedy); MIA: trained vs never-trained biographies")
+    page.add_figure("rouge_distribution", figures.rouge_distribution(
+        {arm: audits[arm]["extraction"]["rougeL_all"] for arm in ARMS}),
+        "ROUGE-L between generated and true suffixes, per biography (as in the goldfish paper).")
+    curves = {arm: _loss_curve(run_dir / arm) for arm in ARMS}
+    page.add_figure("training_curves", figures.training_curves(
+        {arm: curves[arm][0] for arm in ARMS}, series_tokens={arm: curves[arm][1] for arm in ARMS}),
+        "Training loss per step and per supervised token (goldfish drops ~1/k of the targets).")
+    roc: dict[str, Any] = {}
+    for arm in ARMS:
+        series = roc_series(audits[arm]["mia"], label=arm)
+        roc.update({k: v for k, v in series.items() if k.endswith((" loss", " min_k_0.2", " zlib"))})
+    page.add_heading("Privacy audits")
+    page.add_figure("roc", figures.roc_curves(roc), "Membership inference ROC (log-scale FPR), both models.")
+    if all(audits[arm]["canaries"] for arm in ARMS):
+        page.add_figure("exposure", figures.exposure_vs_repetitions(
+            {arm: exposure_points(audits[arm]["canaries"]) for arm in ARMS},
+            max_exposure=max_exposure(audits["standard"]["canaries"])),
+            "Canary exposure (bits) vs the number of copies in the training data.")
+    page.write(run_dir)
 
 
 def format_table(metrics: dict[str, Any]) -> str:
     n = metrics["documents"]
     lines = [
-        "| model | memorized (exact suffix) | token match | ROUGE-L | held-out loss | supervised tokens |",
-        "|---|---|---|---|---|---|",
+        "| model | memorized (exact suffix) | token match | ROUGE-L | held-out loss | MIA loss AUC "
+        "| mean canary exposure | supervised tokens |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for arm in ARMS:
         m = metrics[arm]
         e = m["extraction"]
         lines.append(
             f"| {arm} | {e['n_exact']}/{n} ({e['exact_match_rate']:.0%}) | {e['token_match_rate']:.3f} "
-            f"| {e['rougeL']:.3f} | {m['heldout_loss']:.3f} | {m['train']['supervised_tokens']} |"
+            f"| {e['rougeL']:.3f} | {m['heldout_loss']:.3f} | {m['mia']['loss']['auc']:.3f} "
+            f"| {_mean_exposure(m)} | {m['train']['supervised_tokens']} |"
         )
     lines.append(f"\nwall time {metrics['wall_s']:.0f} s; headline (standard >= 50% exact, goldfish 0) "
                  f"{'holds' if metrics['headline_holds'] else 'DOES NOT hold'}")
     return "\n".join(lines)
+
+
+def _mean_exposure(arm_metrics: dict[str, Any]) -> str:
+    canaries = arm_metrics.get("canaries")
+    if not canaries:
+        return "n/a"
+    values = list(canaries["exposure_by_repetitions"].values())
+    return f"{sum(values) / len(values):.1f} bits"

@@ -306,12 +306,12 @@ def run_unlearning(config: UnlearnConfig, *, quiet: bool = False,
     method = get_method(config.method)
     o = config.objective
     hyper = resolve_hyper(method, o.gamma, o.alpha, o.beta, o.delta)
+    forget_records, retain_records, retain_split = load_forget_retain(config.data)  # fail before any writes
+    refusals = refusal_answers(config.data.idk_file) if method.refusals else []
     run_dir = new_run_dir("unlearn", config.run_dir or None)
     log = RunLog(run_dir)
     if config.train.threads > 0:
         torch.set_num_threads(config.train.threads)
-    forget_records, retain_records, retain_split = load_forget_retain(config.data)
-    refusals = refusal_answers(config.data.idk_file) if method.refusals else []
     model, tokenizer = load_model(config.model.name, trust_remote_code=config.model.trust_remote_code)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     max_length = config.data.max_length
