@@ -1,6 +1,7 @@
 """``lethe <command>``: the command-line interface.
 
-Commands: ``data fictional``, ``train``, ``audit extraction|mia|canaries``, ``report``, ``demo goldfish``.
+Commands: ``data fictional``, ``train``, ``unlearn``, ``eval tofu``, ``audit extraction|mia|canaries``,
+``report``, ``demo goldfish|unlearn``.
 Every command writes a run directory; bad input ends with one line ``error: <what is wrong>`` and exit code 2.
 """
 
@@ -111,6 +112,32 @@ def _finish(args: argparse.Namespace, run_dir, summary) -> None:
         print(json.dumps(summary, indent=2))
 
 
+def cmd_unlearn(args: argparse.Namespace) -> None:
+    from lethe.config import load_config
+    from lethe.unlearn.config import UnlearnConfig
+    from lethe.unlearn.evaluation import unlearn_and_evaluate
+
+    path, overrides = _split_config_and_overrides(args.config)
+    if args.run_dir:
+        overrides.append(f"run_dir={args.run_dir}")
+    config = load_config(UnlearnConfig, path, overrides)
+    run_dir, metrics = unlearn_and_evaluate(config, quiet=args.quiet)
+    keys = ("method", "steps", "train_loss", "forget_prob_before", "forget_prob_after", "tofu", "sacrifice_rate")
+    _finish(args, run_dir, {k: metrics[k] for k in keys if k in metrics})
+
+
+def cmd_eval_tofu(args: argparse.Namespace) -> None:
+    from lethe.audit.commands import TofuEvalSettings, eval_tofu
+
+    if args.limit < 0:
+        raise LetheError(f"--limit must be >= 0, got {args.limit}")
+    settings = TofuEvalSettings(model=args.model, data=args.data, split=args.split,
+                                retain_eval=args.retain_eval or "", limit=args.limit,
+                                max_new_tokens=args.max_new_tokens, batch_size=args.batch_size)
+    run_dir, summary = eval_tofu(settings, args.run_dir)
+    _finish(args, run_dir, summary)
+
+
 def cmd_demo_goldfish(args: argparse.Namespace) -> None:
     from lethe.config import load_config
     from lethe.demo.goldfish import GoldfishDemoConfig, run_goldfish_demo
@@ -141,6 +168,26 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("config", nargs="*", help="a YAML config, then dotted overrides key=value")
     train.add_argument("--run-dir", help="run directory (re-run the same one to resume)")
     train.set_defaults(func=cmd_train)
+
+    unlearn = commands.add_parser("unlearn", parents=[common], help="unlearn a forget set (GA/GD/KL/NPO/SimNPO/IdkPO"
+                                  ", optionally GUARD-weighted), then TOFU-evaluate",
+                                  description="lethe unlearn [CONFIG.yaml] [key=value ...], e.g. lethe unlearn "
+                                              "configs/unlearn.yaml method=npo guard.enabled=true")
+    unlearn.add_argument("config", nargs="*", help="a YAML config, then dotted overrides key=value")
+    unlearn.add_argument("--run-dir", help="run directory (re-run the same one to resume)")
+    unlearn.set_defaults(func=cmd_unlearn)
+
+    evaluate = commands.add_parser("eval", help="benchmark evaluations").add_subparsers(dest="what", required=True)
+    tofu = evaluate.add_parser("tofu", parents=[common], help="TOFU metrics (open-unlearning formulas)")
+    tofu.add_argument("--model", required=True, help="model folder or preset")
+    tofu.add_argument("--data", default="embedded", help="TOFU-format folder (e.g. ../shared/data/tofu) or 'embedded'")
+    tofu.add_argument("--split", default="forget10", help="forget split (forget01, forget05, forget10)")
+    tofu.add_argument("--retain-eval", help="tofu_eval.json of the retain model (for forget_quality, privleak)")
+    tofu.add_argument("--limit", type=int, default=0, help="items per split (0 = all)")
+    tofu.add_argument("--max-new-tokens", type=int, default=200)
+    tofu.add_argument("--batch-size", type=int, default=16)
+    tofu.add_argument("--run-dir", help="run directory")
+    tofu.set_defaults(func=cmd_eval_tofu)
 
     audit = commands.add_parser("audit", help="measure memorization").add_subparsers(dest="what", required=True)
     extraction = audit.add_parser("extraction", parents=[common], help="verbatim extraction: prefix -> greedy suffix")

@@ -214,3 +214,50 @@ def _mean(values: list[float]) -> float | None:
 
 def _scalar(summary: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in summary.items() if not isinstance(v, list | dict)}
+
+
+@dataclass
+class TofuEvalSettings:
+    model: str
+    data: str = EMBEDDED
+    split: str = "forget10"
+    retain_eval: str = ""
+    limit: int = 0
+    max_new_tokens: int = 200
+    batch_size: int = 16
+
+
+TOFU_HEADLINE = ("forget_quality", "model_utility", "forget_truth_ratio", "forget_Q_A_Prob", "forget_Q_A_ROUGE",
+                 "retain_Q_A_Prob", "retain_Q_A_ROUGE", "retain_Truth_Ratio", "privleak", "extraction_strength",
+                 "exact_memorization")
+
+
+def check_retain_eval(path: str) -> None:
+    if path and not Path(path).is_file():
+        raise LetheError(f"retain-eval file not found: {path} (the tofu_eval.json of the retain model, "
+                         "needed for forget_quality and privleak)")
+
+
+def eval_tofu(settings: TofuEvalSettings, run_dir: str | Path | None = None, model=None,
+              tokenizer=None) -> tuple[Path, dict[str, Any]]:
+    """``lethe eval tofu``: the TOFU metrics of one model; writes tofu_eval.json (per item + summary)."""
+    from lethe.audit.tofu_metrics import evaluate_tofu, write_tofu_eval
+
+    check_retain_eval(settings.retain_eval)
+    folder = resolve_source(settings.data)
+    if model is None or tokenizer is None:
+        model, tokenizer = load_model(settings.model)
+    result = evaluate_tofu(model, tokenizer, folder, forget_split=settings.split,
+                           retain_eval=settings.retain_eval or None, batch_size=settings.batch_size,
+                           max_new_tokens=settings.max_new_tokens, limit=settings.limit)
+    out = new_run_dir("eval-tofu", run_dir)
+    atomic_write_json(out / "config.json", asdict(settings))
+    write_tofu_eval(result, out / "tofu_eval.json")
+    atomic_write_json(out / "metrics.json", {"tofu": result["summary"]})
+    page = Report("TOFU evaluation", subtitle=f"model {settings.model}, {settings.split} of {folder}")
+    page.add_table([{"metric": k, "value": result["summary"].get(k)} for k in TOFU_HEADLINE],
+                   caption="Leaderboard metrics (open-unlearning names and formulas)")
+    for note in result.get("notes", []):
+        page.add_note(note)
+    page.write(out)
+    return out, result["summary"]

@@ -173,7 +173,9 @@ def roc_curves(curves: Mapping[str, tuple[Sequence[float], Sequence[float], floa
     """ROC curve per attack (or per model/attack name): ``name -> (fpr, tpr, auc)``, log-scale FPR axis.
 
     The FPR axis spans ``[fpr_min, 1]`` (the low-FPR regime is what matters for membership inference);
-    points with FPR <= 0 cannot sit on a log axis and are dropped. The dotted line is chance (TPR = FPR).
+    points with FPR below ``fpr_min`` (including FPR = 0, which a log axis cannot show) are drawn at
+    ``fpr_min``, so a perfectly separating attack appears as a step at the left edge rather than vanishing.
+    The dotted line is chance (TPR = FPR).
     """
     if not 0 < fpr_min < 1:
         raise LetheError(f"roc_curves: fpr_min must lie in (0, 1), got {fpr_min}")
@@ -187,7 +189,7 @@ def roc_curves(curves: Mapping[str, tuple[Sequence[float], Sequence[float], floa
             raise LetheError(f"roc_curves[{name!r}]: {len(fpr_raw)} fpr but {len(tpr_raw)} tpr points")
         what = f"roc_curves[{name!r}]"
         pairs = [(_number(f, what), _number(t, what)) for f, t in zip(fpr_raw, tpr_raw, strict=True)]
-        pairs = sorted((f, t) for f, t in pairs if _finite((f, t)) and f > 0)
+        pairs = sorted((max(f, fpr_min), t) for f, t in pairs if _finite((f, t)) and f >= 0)
         auc = _number(auc_raw, what) if auc_raw is not None else math.nan
         if pairs:
             clean[str(name)] = ([f for f, _ in pairs], [t for _, t in pairs], auc)

@@ -90,6 +90,22 @@ class LoraSettings:
                 raise LetheError("config: lora.target_modules is empty (use [all-linear] or module names)")
 
 
+@dataclass
+class EvalSettings:
+    """TOFU evaluation before and after unlearning, for forget/utility metrics and the sacrifice rate."""
+
+    enabled: bool = True
+    limit: int = 0  # items per split (0 = all); small values for quick runs
+    max_new_tokens: int = 200
+    batch_size: int = 16
+    retain_eval: str = ""  # tofu_eval.json of the retain model: enables forget_quality and privleak
+    before: str = ""  # tofu_eval.json of the model before unlearning (reused instead of recomputed)
+
+    def validate(self) -> None:
+        if self.limit < 0 or self.max_new_tokens < 1 or self.batch_size < 1:
+            raise LetheError("config: eval.limit must be >= 0, eval.max_new_tokens and eval.batch_size >= 1")
+
+
 def _unlearn_train_defaults() -> TrainSettings:
     # TOFU unlearning defaults: lr 1e-5, weight decay 0.01, 5 epochs, effective batch 32
     return TrainSettings(lr=1e-5, weight_decay=0.01, epochs=5.0, batch_size=8, grad_accum=4,
@@ -108,6 +124,7 @@ class UnlearnConfig:
     guard: GuardSettings = field(default_factory=GuardSettings)
     lora: LoraSettings = field(default_factory=LoraSettings)
     train: TrainSettings = field(default_factory=_unlearn_train_defaults)
+    eval: EvalSettings = field(default_factory=EvalSettings)
 
     def validate(self) -> None:
         method = get_method(self.method)
@@ -117,6 +134,7 @@ class UnlearnConfig:
                              "such as runs/train-.../model, or a preset: smollm2-135m)")
         self.data.validate()
         self.objective.validate()
+        self.eval.validate()
         resolve_hyper(method, self.objective.gamma, self.objective.alpha, self.objective.beta,
                       self.objective.delta)
         self.guard.validate()

@@ -1,0 +1,83 @@
+"""Smoke tests of the benchmarks: tiny N and a tiny model; they check correctness and the JSON, not speed."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))  # `benchmarks` lives at the repository root, beside `tests`
+
+from benchmarks import bench_extraction, bench_scoring  # noqa: E402
+from benchmarks.common import Spec  # noqa: E402
+
+TINY = {"hidden_size": 32, "num_layers": 2, "num_heads": 4, "intermediate_size": 64, "vocab_size": 600,
+        "repeats": 1, "threads": 1}  # in-process runs restore the caller's torch thread count afterwards
+REPORT_KEYS = {"benchmark", "baseline", "optimized", "speedup", "target_speedup", "meets_target", "identical",
+               "identity", "peak_rss_mb", "peak_rss_delta_mb", "cuda_peak_mb", "memory_method",
+               "load_avg_start", "load_avg_end", "config", "machine", "variants", "wall_seconds_total"}
+VARIANT_KEYS = {"seconds_median", "seconds_all", "n_repeats", "warmup_seconds", "n_items", "n_tokens",
+                "items_per_s", "tokens_per_s", "speed_ratio", "peak_rss_mb", "peak_rss_delta_mb",
+                "torch_threads", "load_avg_before", "isolated"}
+MACHINE_KEYS = {"torch", "torch_threads", "cpu_count", "device", "load_avg"}
+
+
+def _check(report: dict, path: Path, variants: set[str]) -> dict:
+    data = json.loads(path.read_text())
+    assert set(data) >= REPORT_KEYS
+    assert set(data["machine"]) >= MACHINE_KEYS
+    assert set(data["variants"]) == variants
+    for result in data["variants"].values():
+        assert set(result) >= VARIANT_KEYS
+        assert result["speed_ratio"] > 0 and result["items_per_s"] > 0
+        assert result["peak_rss_mb"] > 0
+        assert "output" not in result
+    assert data["speedup"] > 0
+    assert data["identical"] is True
+    assert all(check["identical"] for check in data["identity"].values())
+    assert report["speedup"] == data["speedup"]
+    return data
+
+
+def test_scoring_benchmark_in_process(tmp_path):
+    import torch
+
+    threads = torch.get_num_threads()
+    out = tmp_path / "scoring.json"
+    report = bench_scoring.run(Spec(n=8, batch_size=4, **TINY), isolate=False, out_path=out)
+    data = _check(report, out, {"per_attack", "shared", "shared_bs1"})
+    assert data["variants"]["shared"]["n_items"] == 8
+    assert set(data["identity"]["shared"]["max_rel_diff"]) == set(bench_scoring.ATTACKS)
+    assert len(bench_scoring.ATTACKS) == 6
+    assert torch.get_num_threads() == threads
+
+
+def test_extraction_benchmark_in_process(tmp_path):
+    out = tmp_path / "extraction.json"
+    report = bench_extraction.run(Spec(n=6, batch_size=4, **TINY), isolate=False, out_path=out)
+    data = _check(report, out, {"per_sample", "batched"})
+    assert data["variants"]["batched"]["n_tokens"] == 6 * bench_extraction.SUFFIX_LEN
+    assert data["identity"]["batched"]["n_mismatched"] == 0
+
+
+def test_compare_functions_detect_differences():
+    scores = {name: [1.0, 2.0] for name in bench_scoring.ATTACKS}
+    assert bench_scoring.compare_scores(scores, scores)["identical"]
+    off = {**scores, "zlib": [1.0, 2.001]}
+    assert not bench_scoring.compare_scores(scores, off)["identical"]
+    assert bench_extraction.compare_tokens([[1, 2], [3, 4]], [[1, 2], [3, 4]])["identical"]
+    diff = bench_extraction.compare_tokens([[1, 2], [3, 4]], [[1, 2], [3, 5]])
+    assert not diff["identical"] and diff["first_divergence_position"] == {"1": 1}
+
+
+@pytest.mark.slow
+def test_extraction_benchmark_isolated_children(tmp_path):
+    """The default mode: each variant in its own ``python -m benchmarks.bench_extraction --child`` process."""
+    out = tmp_path / "extraction.json"
+    report = bench_extraction.run(Spec(n=2, batch_size=2, **TINY), out_path=out)
+    data = _check(report, out, {"per_sample", "batched"})
+    assert all(result["isolated"] for result in data["variants"].values())
