@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import PreTrainedTokenizerBase, Trainer, TrainerCallback, TrainingArguments
+from transformers import PreTrainedTokenizerBase, PrinterCallback, Trainer, TrainerCallback, TrainingArguments
 from transformers.trainer_utils import get_last_checkpoint
 
 from lethe.config import TrainConfig, to_yaml
@@ -210,6 +210,8 @@ def train_model(config: TrainConfig, run_dir: Path, *, model=None, tokenizer=Non
         data_collator=collator, processing_class=tokenizer, callbacks=[JsonlLogCallback(log)],
     )
     trainer.add_callback(TokenCounterCallback(trainer))
+    if quiet:
+        trainer.remove_callback(PrinterCallback)  # disable_tqdm swaps the progress bar for printed logs
     resume = get_last_checkpoint(str(checkpoints)) if checkpoints.is_dir() else None
     TokenCounterCallback.restore(trainer, resume)
     log("train_start", records=len(features), resume_from=resume)
