@@ -149,6 +149,17 @@ def cmd_demo_goldfish(args: argparse.Namespace) -> None:
     run_goldfish_demo(config, quiet=args.quiet)
 
 
+def cmd_demo_unlearn(args: argparse.Namespace) -> None:
+    from lethe.config import load_config
+    from lethe.demo.unlearn import UnlearnDemoConfig, run_unlearn_demo
+
+    overrides = list(args.overrides)
+    if args.run_dir:
+        overrides.append(f"run_dir={args.run_dir}")
+    config = load_config(UnlearnDemoConfig, args.config, overrides)
+    run_unlearn_demo(config, quiet=args.quiet)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lethe", description="Prevent, remove and audit memorization in LLMs.")
     common = argparse.ArgumentParser(add_help=False)
@@ -240,6 +251,13 @@ def build_parser() -> argparse.ArgumentParser:
     goldfish.add_argument("--config", help="YAML config for the demo")
     goldfish.add_argument("--run-dir", help="run directory")
     goldfish.set_defaults(func=cmd_demo_goldfish)
+    demo_unlearn = demo.add_parser("unlearn", parents=[common],
+                                   help="GD and NPO with and without GUARD on the embedded world (TOFU metrics)")
+    demo_unlearn.add_argument("overrides", nargs="*",
+                              help="dotted overrides, e.g. world_authors=20 unlearn.lr=5e-4 investigate=true")
+    demo_unlearn.add_argument("--config", help="YAML config for the demo")
+    demo_unlearn.add_argument("--run-dir", help="run directory (re-run the same one to reuse finished stages)")
+    demo_unlearn.set_defaults(func=cmd_demo_unlearn)
     return parser
 
 
