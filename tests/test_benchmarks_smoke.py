@@ -12,7 +12,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))  # `benchmarks` lives at the repository root, beside `tests`
 
-from benchmarks import bench_extraction, bench_scoring  # noqa: E402
+from benchmarks import bench_extraction, bench_guard, bench_scoring, bench_tofu_eval  # noqa: E402
 from benchmarks.common import Spec  # noqa: E402
 
 TINY = {"hidden_size": 32, "num_layers": 2, "num_heads": 4, "intermediate_size": 64, "vocab_size": 600,
@@ -64,6 +64,31 @@ def test_extraction_benchmark_in_process(tmp_path):
     assert data["identity"]["batched"]["n_mismatched"] == 0
 
 
+def test_guard_benchmark_in_process(tmp_path):
+    out = tmp_path / "guard.json"
+    report = bench_guard.run(Spec(n=6, batch_size=4, **TINY), isolate=False, out_path=out,
+                             variants=(*bench_guard.DEFAULT_SWEEP, "jvp_sorted"))
+    data = _check(report, out, {"per_sample", "jvp", "jvp_bs1", "jvp_bs64", "jvp_sorted"})
+    assert data["benchmark"] == "guard_n6"
+    assert data["variants"]["jvp"]["n_items"] == 6
+    for check in data["identity"].values():
+        assert 0 <= check["max_rel_error"] <= bench_guard.TOLERANCE
+        assert check["n_scores"] == 6 and check["score_scale"] > 0
+
+
+def test_tofu_eval_benchmark_in_process(tmp_path):
+    out = tmp_path / "tofu_eval.json"
+    report = bench_tofu_eval.run(Spec(n=3, batch_size=4, **TINY), isolate=False, out_path=out)
+    data = _check(report, out, {"per_variant", "shared"})
+    assert data["variants"]["shared"]["n_items"] == 3 * len(bench_tofu_eval.SPLIT_FILES)
+    check = data["identity"]["shared"]
+    assert not check["keys_only_in_baseline"] and not check["keys_only_in_variant"]
+    assert {"forget.truth_ratio", "retain.para_prob", "real_authors.prob_normalised",
+            "holdout.mia_min_k"} <= set(check["max_rel_diff"])
+    assert check["max_rel_diff_overall"] <= bench_tofu_eval.RTOL
+    assert set(check["discrete_mismatches"]) >= {"forget.extraction_strength", "world_facts.generated"}
+
+
 def test_compare_functions_detect_differences():
     scores = {name: [1.0, 2.0] for name in bench_scoring.ATTACKS}
     assert bench_scoring.compare_scores(scores, scores)["identical"]
@@ -72,6 +97,17 @@ def test_compare_functions_detect_differences():
     assert bench_extraction.compare_tokens([[1, 2], [3, 4]], [[1, 2], [3, 4]])["identical"]
     diff = bench_extraction.compare_tokens([[1, 2], [3, 4]], [[1, 2], [3, 5]])
     assert not diff["identical"] and diff["first_divergence_position"] == {"1": 1}
+    guard = bench_guard.compare_attribution([1.0, -2.0, 4.0], [1.0, -2.0, 4.0 + 2e-4])
+    assert guard["identical"] and guard["max_rel_error"] == pytest.approx(5e-5)
+    assert not bench_guard.compare_attribution([1.0, -2.0, 4.0], [1.0, -2.0, 4.001])["identical"]
+    assert not bench_guard.compare_attribution([1.0, 2.0], [1.0])["identical"]
+    tofu = {"forget.truth_ratio": [0.5, 1.5], "forget.generated": ["a", "b"]}
+    assert bench_tofu_eval.compare_outputs(tofu, tofu)["identical"]
+    off = bench_tofu_eval.compare_outputs(tofu, {**tofu, "forget.truth_ratio": [0.5, 1.501]})
+    assert not off["identical"]
+    flipped = bench_tofu_eval.compare_outputs(tofu, {**tofu, "forget.generated": ["a", "c"]})
+    assert flipped["identical"] and flipped["discrete_mismatches"] == {"forget.generated": 1}
+    assert not flipped["discrete_identical"]
 
 
 @pytest.mark.slow

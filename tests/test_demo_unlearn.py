@@ -13,7 +13,7 @@ from lethe.demo.unlearn import Arm, UnlearnDemoConfig, base_of, investigation_ar
 from lethe.errors import LetheError
 from lethe.unlearn.config import UnlearnConfig
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("demo_unlearn")]  # one worker builds the demo
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = [
@@ -29,7 +29,9 @@ SR = {"truth_ratio", "rougeL", "probability"}
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory) -> tuple[Path, dict]:
     run_dir = tmp_path_factory.mktemp("demo-unlearn") / "run"
-    assert main(["demo", "unlearn", "--quiet", "--run-dir", str(run_dir), *TINY]) == 0
+    with pytest.MonkeyPatch.context() as patch:  # the cache conftest gives every test (the world's folder)
+        patch.setenv("LETHE_CACHE", str(tmp_path_factory.getbasetemp() / "lethe-cache"))
+        assert main(["demo", "unlearn", "--quiet", "--run-dir", str(run_dir), *TINY]) == 0
     return run_dir, json.loads((run_dir / "metrics.json").read_text())
 
 
@@ -86,8 +88,10 @@ def test_rerun_reuses_finished_stages_and_refuses_changed_settings(demo):
     assert {name: (run_dir / name / "metrics.json").stat().st_mtime_ns for name in ARMS} == stamps
     assert again["arms"]["gd"]["sacrifice_rate"] == metrics["arms"]["gd"]["sacrifice_rate"]
     changed = load_config(UnlearnDemoConfig, None, [*TINY, f"run_dir={run_dir}", "unlearn.lr=0.001"])
+    config_text = (run_dir / "config.yaml").read_text()
     with pytest.raises(LetheError, match="different config"):
         run_unlearn_demo(changed, quiet=True)
+    assert (run_dir / "config.yaml").read_text() == config_text  # refused before writing anything
 
 
 def test_investigation_arms_pair_each_variant_with_its_base():
@@ -95,8 +99,10 @@ def test_investigation_arms_pair_each_variant_with_its_base():
     arms = investigation_arms(config)
     assert not set(arms) & set(main_arms(config))  # the main arms are not repeated
     assert Arm("gd", True, 0.5, "zscore") in arms and Arm("npo", True, 1.0, "none") in arms
-    assert Arm("gd", False, lora=True) in arms and Arm("gd", True, lora=True) in arms
+    lora = config.sweep_lora_lr
+    assert Arm("gd", False, lora=True, lr=lora) in arms and Arm("gd", True, lora=True, lr=lora) in arms
     assert Arm("npo", False, seed=1) in arms and Arm("npo", True, seed=1) in arms
+    assert Arm("gd", True, recompute_every=5) in arms
     for arm in arms:
         assert base_of(arm) in arms or base_of(arm) in main_arms(config)
     assert len({a.name for a in arms}) == len(arms)

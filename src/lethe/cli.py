@@ -262,7 +262,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    # dotted overrides may follow options (`lethe train cfg.yaml --quiet train.lr=0.1`): keep them
+    positional = "config" if hasattr(args, "config") else "overrides" if hasattr(args, "overrides") else None
+    if extra and positional and all("=" in item and not item.startswith("-") for item in extra):
+        setattr(args, positional, [*getattr(args, positional), *extra])
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     _quiet_libraries(getattr(args, "quiet", False))
     try:
         args.func(args)

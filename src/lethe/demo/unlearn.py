@@ -18,10 +18,12 @@ The TOFU protocol (Maini et al. 2024, arXiv 2401.06121) in miniature. On the emb
 
 GUARD's claim is SR(method+GUARD) < SR(method). The demo checks it per method and metric and writes the
 verdict (``guard_lowers_sacrifice_rate``) to metrics.json and the report, with the numerator and
-denominator of every SR, because a ratio can fall by unlearning *less* as well as by harming less.
-``investigate=true`` adds a documented sweep over what GUARD depends on — the softmax temperature τ,
-the normalisation of the scores (z-score vs raw) and the parameters attributed and updated (all weights vs
-LoRA adapters) — and reports each variant's SR against the same base method.
+denominator of every SR, because a ratio can fall by unlearning *less* as well as by harming less. It also
+measures how much signal the attribution scores carry at θ₀ (:func:`attribution_diagnostics`).
+``investigate=true`` runs, per method, each GUARD variant against its base method run alike: τ (z-scored
+and raw scores), weights recomputed during unlearning, LoRA adapters only (the parameters attributed and
+updated), another learning rate, and other seeds — whose spread is the noise floor an SR difference must
+clear.
 
 Every stage writes its folder under the run directory and is reused when the demo is re-run on it.
 """
@@ -31,14 +33,14 @@ from __future__ import annotations
 import json
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import torch
 from transformers import AutoTokenizer
 
-from lethe.audit.tofu_metrics import evaluate_tofu, forget_quality, privleak, write_tofu_eval
+from lethe.audit.tofu_metrics import SACRIFICE_KEYS, evaluate_tofu, forget_quality, privleak, write_tofu_eval
 from lethe.config import ModelSettings, TrainConfig, TrainSettings, to_yaml
 from lethe.data.tofu import RETAIN_OF, load_split
 from lethe.data.world import embedded_world
@@ -47,6 +49,7 @@ from lethe.models import load_model, tiny_model, train_bpe_tokenizer
 from lethe.report import Report, figures
 from lethe.runs import RunLog, atomic_write_json, atomic_write_text, new_run_dir
 from lethe.train.trainer import train_model
+from lethe.unlearn import guard as guard_lib
 from lethe.unlearn.config import (
     EvalSettings,
     GuardSettings,
@@ -55,15 +58,12 @@ from lethe.unlearn.config import (
     UnlearnConfig,
     UnlearnDataSettings,
 )
+from lethe.unlearn.data import batches, encode_all
 from lethe.unlearn.evaluation import SACRIFICE_METRICS, unlearn_and_evaluate
 from lethe.unlearn.objectives import get_method
 
 REFERENCES = ("full", "retain")
 SR_LABELS = {"truth_ratio": "truth ratio", "rougeL": "ROUGE-L", "probability": "probability"}
-# sacrifice-rate metric -> (retain summary key, forget summary key), as lethe.audit.tofu_metrics
-SR_KEYS = {"truth_ratio": ("retain_Truth_Ratio", "forget_Truth_Ratio_true_better"),
-           "rougeL": ("retain_Q_A_ROUGE", "forget_Q_A_ROUGE"),
-           "probability": ("retain_Q_A_Prob", "forget_Q_A_Prob")}
 ARM_KEYS = ("forget_quality", "model_utility", "forget_Q_A_ROUGE", "forget_Q_A_Prob", "forget_truth_ratio",
             "retain_Q_A_ROUGE", "retain_Q_A_Prob", "retain_Truth_Ratio", "privleak")
 
@@ -79,7 +79,9 @@ def _demo_train_settings() -> TrainSettings:
 
 
 def _demo_unlearn_settings() -> TrainSettings:
-    # every arm: same steps, lr, batches and retain pairing (tiny models need lr ~1e-4..1e-3, not TOFU's 1e-5)
+    # every arm: same steps, lr, batches and retain pairing. 25 steps = 5 epochs of forget10 (TOFU's recipe);
+    # tiny models need lr ~1e-4..1e-3, not TOFU's 1e-5: at 2e-4 GD brings the forget ROUGE down to the
+    # retain model's level, at 4e-4 and above GD destroys model utility
     return TrainSettings(max_steps=25, batch_size=16, grad_accum=1, lr=2e-4, weight_decay=0.01,
                          scheduler="constant", warmup_steps=0, logging_steps=5, save_steps=1000)
 
@@ -101,15 +103,16 @@ class UnlearnDemoConfig:
     eval_limit: int = 0  # items per TOFU split (0 = all)
     eval_max_new_tokens: int = 64  # the world's answers are at most ~40 tokens
     eval_batch_size: int = 32
-    # investigate=true: per method, GUARD variants (τ with z-scored scores, τ with raw scores), base and
-    # GUARD with LoRA adapters only (the parameters attributed and updated), and base and GUARD with other
-    # seeds (the noise floor of an SR difference)
+    diagnostics: bool = True  # GUARD's attribution signal at θ₀ (gradient norms, cosines, split-half agreement)
+    # investigate=true: per method, each GUARD variant against its base method with the same settings:
     investigate: bool = False
-    sweep_taus: list[float] = field(default_factory=lambda: [0.5, 1.0, 2.0, 4.0])  # normalize=zscore
-    sweep_raw_taus: list[float] = field(default_factory=lambda: [1.0])  # normalize=none
-    sweep_lora: bool = True
-    sweep_lora_lr: float = 0.0  # learning rate of the LoRA arms; 0 = unlearn.lr
-    sweep_seeds: list[int] = field(default_factory=lambda: [1])
+    sweep_taus: list[float] = field(default_factory=lambda: [0.5, 2.0, 4.0])  # τ on z-scored scores
+    sweep_raw_taus: list[float] = field(default_factory=lambda: [1.0])  # τ on raw scores (normalize=none)
+    sweep_recompute: list[int] = field(default_factory=lambda: [5])  # weights recomputed every N steps
+    sweep_lora: bool = True  # base and GUARD on LoRA adapters only (the parameters attributed and updated)
+    sweep_lora_lr: float = 1e-3  # LoRA needs a larger learning rate to unlearn as much; 0 = unlearn.lr
+    sweep_lrs: list[float] = field(default_factory=lambda: [4e-4])  # base and GUARD at other learning rates
+    sweep_seeds: list[int] = field(default_factory=lambda: [1])  # base and GUARD, other seeds: the noise floor
 
     def validate(self) -> None:
         if self.world_authors < 2:
@@ -119,8 +122,10 @@ class UnlearnDemoConfig:
                              f"got {self.forget_split!r}")
         if not self.methods:
             raise LetheError("config: methods is empty (e.g. [gd, npo])")
-        for name in self.methods:
-            get_method(name)
+        try:
+            self.methods = [get_method(name).name for name in self.methods]
+        except LetheError as err:
+            raise LetheError(f"config: methods: {err}") from None
         if len(set(self.methods)) != len(self.methods):
             raise LetheError(f"config: methods has duplicates: {self.methods}")
         if self.eval_limit < 0 or self.eval_max_new_tokens < 1 or self.eval_batch_size < 1:
@@ -133,8 +138,10 @@ class UnlearnDemoConfig:
         self.guard.validate()
         for tau in [*self.sweep_taus, *self.sweep_raw_taus]:
             GuardSettings(tau=tau).validate()
-        if self.sweep_lora_lr < 0:
-            raise LetheError(f"config: sweep_lora_lr must be >= 0, got {self.sweep_lora_lr}")
+        if self.sweep_lora_lr < 0 or any(lr <= 0 for lr in self.sweep_lrs):
+            raise LetheError("config: sweep_lora_lr must be >= 0 and sweep_lrs > 0")
+        if any(n < 1 for n in self.sweep_recompute) or any(seed < 1 for seed in self.sweep_seeds):
+            raise LetheError("config: sweep_recompute and sweep_seeds values must be >= 1")
         if self.train.goldfish.enabled or self.unlearn.goldfish.enabled:
             raise LetheError("config: goldfish does not apply to this demo")
 
@@ -144,56 +151,74 @@ class UnlearnDemoConfig:
 
 @dataclass(frozen=True)
 class Arm:
-    """One unlearning run: a method, GUARD on/off with its settings, all weights or LoRA adapters, a seed
-    offset (0 = ``unlearn.seed``; other values redraw the batch order and the retain pairing)."""
+    """One unlearning run from ``full``: a method; GUARD on/off with τ, normalisation and recomputation;
+    all weights or LoRA adapters; a learning rate (0 = ``unlearn.lr``); a seed offset (redraws the batch
+    order and the retain pairing)."""
 
     method: str
     guard: bool
     tau: float = 1.0
     normalize: str = "zscore"
+    recompute_every: int = 0
     lora: bool = False
+    lr: float = 0.0
     seed: int = 0
 
     @property
     def name(self) -> str:  # the folder name
-        name = self.method + ("-lora" if self.lora else "") + (f"-seed{self.seed}" if self.seed else "")
-        return name + (f"-guard-tau{self.tau:g}-{self.normalize}" if self.guard else "")
+        name = self.method + ("-lora" if self.lora else "") + (f"-lr{self.lr:g}" if self.lr else "")
+        name += f"-seed{self.seed}" if self.seed else ""
+        if self.guard:
+            name += f"-guard-tau{self.tau:g}-{self.normalize}"
+            name += f"-recompute{self.recompute_every}" if self.recompute_every else ""
+        return name
 
     @property
     def label(self) -> str:  # the table label
-        extra = [x for x in ("LoRA" if self.lora else "", f"seed +{self.seed}" if self.seed else "") if x]
+        extra = ["LoRA" if self.lora else "", f"lr {self.lr:g}" if self.lr else "",
+                 f"seed +{self.seed}" if self.seed else ""]
+        extra = [x for x in extra if x]
         label = self.method + (f" ({', '.join(extra)})" if extra else "")
-        return label + (f" +GUARD (τ={self.tau:g}, {self.normalize})" if self.guard else "")
+        if self.guard:
+            every = f", recompute every {self.recompute_every}" if self.recompute_every else ""
+            label += f" +GUARD (τ={self.tau:g}, {self.normalize}{every})"
+        return label
 
 
 def main_arms(config: UnlearnDemoConfig) -> list[Arm]:
     g = config.guard
-    return [Arm(m, guard, g.tau, g.normalize) for m in config.methods for guard in (False, True)]
+    return [Arm(m, guard, g.tau, g.normalize, g.recompute_every if guard else 0)
+            for m in config.methods for guard in (False, True)]
 
 
 def investigation_arms(config: UnlearnDemoConfig) -> list[Arm]:
-    """Per method: GUARD over ``sweep_taus`` (z-score) and ``sweep_raw_taus`` (raw scores); base and
-    GUARD with LoRA; base and GUARD with each of ``sweep_seeds``. The main arms are not repeated."""
+    """Per method: GUARD over ``sweep_taus`` (z-scored scores), ``sweep_raw_taus`` (raw scores) and
+    ``sweep_recompute``; then base and GUARD with LoRA, at each of ``sweep_lrs`` and with each of
+    ``sweep_seeds``. The main arms are not repeated."""
     g = config.guard
     arms: list[Arm] = []
     for method in config.methods:
-        arms += [Arm(method, True, tau, "zscore") for tau in config.sweep_taus]
-        arms += [Arm(method, True, tau, "none") for tau in config.sweep_raw_taus]
-        if config.sweep_lora:
-            arms += [Arm(method, False, lora=True), Arm(method, True, g.tau, g.normalize, lora=True)]
-        for seed in config.sweep_seeds:
-            arms += [Arm(method, False, seed=seed), Arm(method, True, g.tau, g.normalize, seed=seed)]
+        arms += [Arm(method, True, tau, "zscore", g.recompute_every) for tau in config.sweep_taus]
+        arms += [Arm(method, True, tau, "none", g.recompute_every) for tau in config.sweep_raw_taus]
+        arms += [Arm(method, True, g.tau, g.normalize, every) for every in config.sweep_recompute]
+        pairs = [{"lora": True, "lr": config.sweep_lora_lr}] if config.sweep_lora else []
+        pairs += [{"lr": lr} for lr in config.sweep_lrs if lr != config.unlearn.lr]
+        pairs += [{"seed": seed} for seed in config.sweep_seeds]
+        for pair in pairs:
+            arms += [Arm(method, False, **pair), Arm(method, True, g.tau, g.normalize, g.recompute_every, **pair)]
     main = set(main_arms(config))
     return [a for a in dict.fromkeys(arms) if a not in main]
 
 
 def base_of(arm: Arm) -> Arm:
-    return Arm(arm.method, False, lora=arm.lora, seed=arm.seed)
+    return Arm(arm.method, False, lora=arm.lora, lr=arm.lr, seed=arm.seed)
 
 
 def _arm_config(config: UnlearnDemoConfig, arm: Arm, run_dir: Path, world: Path) -> UnlearnConfig:
     guard = GuardSettings(**{**vars(config.guard), "enabled": arm.guard, "tau": arm.tau,
-                             "normalize": arm.normalize})
+                             "normalize": arm.normalize, "recompute_every": arm.recompute_every})
+    train = TrainSettings(**{**vars(config.unlearn), "threads": config.threads, "lr": arm.lr or config.unlearn.lr,
+                             "seed": config.unlearn.seed + arm.seed})
     return UnlearnConfig(
         run_dir=str(run_dir / arm.name),
         method=arm.method,
@@ -203,9 +228,7 @@ def _arm_config(config: UnlearnDemoConfig, arm: Arm, run_dir: Path, world: Path)
         objective=ObjectiveSettings(**vars(config.objective)),
         guard=guard,
         lora=LoraSettings(enabled=arm.lora),
-        train=TrainSettings(**{**vars(config.unlearn), "threads": config.threads,
-                               "seed": config.unlearn.seed + arm.seed,
-                               "lr": config.sweep_lora_lr if arm.lora and config.sweep_lora_lr else config.unlearn.lr}),
+        train=train,
         eval=EvalSettings(limit=config.eval_limit, max_new_tokens=config.eval_max_new_tokens,
                           batch_size=config.eval_batch_size,
                           retain_eval=str(run_dir / "retain" / "tofu_eval.json"),
@@ -330,14 +353,16 @@ def _row(summary: dict[str, Any]) -> dict[str, Any]:
 def _sr_parts(before: dict[str, Any], after: dict[str, Any]) -> dict[str, dict[str, float]]:
     """Per SR metric: the retain loss (numerator) and the forget removal (denominator)."""
     return {metric: {"retain_drop": before[r] - after[r], "forget_drop": before[f] - after[f]}
-            for metric, (r, f) in SR_KEYS.items()}
+            for metric, (r, f) in SACRIFICE_KEYS.items()}
 
 
 def arm_summary(arm: Arm, metrics: dict[str, Any], before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
     g = metrics["guard"]
     return {
-        "label": arm.label, "method": arm.method, "guard": arm.guard, "lora": arm.lora, "seed_offset": arm.seed,
+        "label": arm.label, "method": arm.method, "guard": arm.guard, "lora": arm.lora,
+        "lr": arm.lr or None, "seed_offset": arm.seed,
         "tau": arm.tau if arm.guard else None, "normalize": arm.normalize if arm.guard else None,
+        "recompute_every": arm.recompute_every if arm.guard else None,
         **_row(after),
         "sacrifice_rate": metrics["sacrifice_rate"],
         "sacrifice_parts": _sr_parts(before, after),
@@ -388,6 +413,79 @@ def attribution_by_group(arm_dir: Path, world: Path, forget_split: str) -> dict[
     }
 
 
+def attribution_diagnostics(config: UnlearnDemoConfig, model_dir: Path, world: Path) -> dict[str, Any]:
+    """How much signal GUARD's scores carry at θ₀ (the full model), over all its trainable weights.
+
+    - retain coherence = ‖ḡ_R‖ / mean_r ‖∇ℓ_r‖: 1 if every retain gradient points the same way, about
+      1/√N_R if they are unrelated; a_i = ⟨∇ℓ_i, ḡ_R⟩ is only as informative as ḡ_R is large;
+    - cos_i = a_i / (‖∇ℓ_i‖ ‖ḡ_R‖): how aligned each forget gradient is with the retain direction;
+    - split-half correlation: Pearson r between the scores computed from two disjoint halves of the retain
+      set (1 = the ranking is a property of the data, ~0 = it is sampling noise);
+    - first-order retain-loss change of one unit step of gradient ascent on the forget term:
+      Σ_i w_i a_i with GUARD weights vs mean_i a_i with uniform ones (negative = ascent lowers retain loss).
+    """
+    model, tokenizer = load_model(model_dir)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    forget = encode_all(tokenizer, load_split(world, config.forget_split), config.max_length)
+    retain = encode_all(tokenizer, load_split(world, RETAIN_OF[config.forget_split]), config.max_length)
+    if config.guard.retain_samples and config.guard.retain_samples < len(retain):
+        retain = retain[: config.guard.retain_samples]
+    order = torch.randperm(len(retain), generator=torch.Generator().manual_seed(config.unlearn.seed)).tolist()
+    halves = [[retain[i] for i in order[0::2]], [retain[i] for i in order[1::2]]]
+    bs = config.guard.batch_size or config.unlearn.batch_size
+    half_grads = [guard_lib.retain_mean_gradient(model, batches(h, bs, pad)) for h in halves]
+    grad = {k: (half_grads[0][k] * len(halves[0]) + half_grads[1][k] * len(halves[1])) / len(retain)
+            for k in half_grads[0]}
+    forget_batches = batches(forget, bs, pad)
+    scores = guard_lib.attribution_scores(model, forget_batches, grad).double()
+    half_scores = [guard_lib.attribution_scores(model, forget_batches, g).double() for g in half_grads]
+    params = guard_lib.trainable_parameters(model)
+
+    def grad_norm(feature: dict[str, list[int]]) -> float:
+        loss = guard_lib.per_sample_losses(model, batches([feature], 1, pad)[0]).sum()
+        grads = torch.autograd.grad(loss, list(params.values()), allow_unused=True)
+        return float(torch.sqrt(sum((g.double() ** 2).sum() for g in grads if g is not None)))
+
+    model.eval()
+    forget_norms = torch.tensor([grad_norm(f) for f in forget], dtype=torch.float64)
+    retain_norms = torch.tensor([grad_norm(r) for r in retain[:: max(1, len(retain) // 64)]], dtype=torch.float64)
+    mean_norm = float(torch.sqrt(sum((g.double() ** 2).sum() for g in grad.values())))
+    cosine = scores / (forget_norms * mean_norm).clamp(min=1e-30)
+    weights = guard_lib.guard_weights(scores.float(), config.guard.tau, config.guard.normalize).double()
+    split_half = float(torch.corrcoef(torch.stack(half_scores))[0, 1])
+    return {
+        "parameters": int(sum(p.numel() for p in params.values())), "retain_samples": len(retain),
+        "retain_mean_grad_norm": mean_norm, "retain_sample_grad_norm_mean": float(retain_norms.mean()),
+        "retain_coherence": mean_norm / float(retain_norms.mean()),
+        "retain_coherence_if_unrelated": 1 / math.sqrt(len(retain)),
+        "forget_grad_norm_mean": float(forget_norms.mean()),
+        "cosine_mean": float(cosine.mean()), "cosine_std": float(cosine.std(unbiased=False)),
+        "cosine_min": float(cosine.min()), "cosine_max": float(cosine.max()),
+        "score_mean": float(scores.mean()), "score_std": float(scores.std(unbiased=False)),
+        "split_half_correlation": split_half,
+        "first_order_retain_change_uniform": float(scores.mean()),
+        "first_order_retain_change_guard": float((weights * scores).sum()),
+        "guard_tau": config.guard.tau, "guard_normalize": config.guard.normalize,
+    }
+
+
+def _diagnostics_or_reuse(config: UnlearnDemoConfig, run_dir: Path, world: Path) -> dict[str, Any]:
+    path = run_dir / "full" / "attribution_diagnostics.json"
+    if path.is_file():
+        stored = json.loads(path.read_text())
+        if stored.get("config") == _diagnostics_key(config):
+            return stored["diagnostics"]
+    diagnostics = attribution_diagnostics(config, run_dir / "full" / "model", world)
+    atomic_write_json(path, {"config": _diagnostics_key(config), "diagnostics": diagnostics})
+    return diagnostics
+
+
+def _diagnostics_key(config: UnlearnDemoConfig) -> dict[str, Any]:
+    g = config.guard
+    return {"tau": g.tau, "normalize": g.normalize, "retain_samples": g.retain_samples,
+            "batch_size": g.batch_size or config.unlearn.batch_size, "seed": config.unlearn.seed}
+
+
 def run_unlearn_demo(config: UnlearnDemoConfig, *, quiet: bool = False) -> tuple[Path, dict[str, Any]]:
     config.validate()
     started = time.perf_counter()
@@ -402,12 +500,17 @@ def run_unlearn_demo(config: UnlearnDemoConfig, *, quiet: bool = False) -> tuple
 
 def _run(config: UnlearnDemoConfig, quiet: bool, started: float) -> tuple[Path, dict[str, Any]]:
     run_dir = new_run_dir("demo-unlearn", config.run_dir or None)
-    log = RunLog(run_dir)
-    atomic_write_text(run_dir / "config.yaml", to_yaml(config))
     world = embedded_world(config.world_authors, config.world_seed)
     forget_split, retain_split = config.forget_split, RETAIN_OF[config.forget_split]
-    general = _qa_records(load_split(world, "general"), "general")
     splits = {"full": "full", "retain": retain_split}
+    # a stage folder run with other settings fails the demo before anything is written or trained
+    for name, split in splits.items():
+        _check_same_config(run_dir / name, to_yaml(_reference_config(config, name, split, run_dir, world)))
+    for arm in main_arms(config) + (investigation_arms(config) if config.investigate else []):
+        _check_same_config(run_dir / arm.name, to_yaml(_arm_config(config, arm, run_dir, world)))
+    log = RunLog(run_dir)
+    atomic_write_text(run_dir / "config.yaml", to_yaml(config))
+    general = _qa_records(load_split(world, "general"), "general")
     records = {name: _qa_records(load_split(world, split), split) + general for name, split in splits.items()}
     n_forget = len(load_split(world, forget_split))
     tokenizer = _shared_tokenizer(run_dir, world_texts(world, forget_split), config.model.vocab_size)
@@ -420,10 +523,10 @@ def _run(config: UnlearnDemoConfig, quiet: bool, started: float) -> tuple[Path, 
     evals: dict[str, dict[str, Any]] = {}
     for name in ("retain", "full"):
         train_config = _reference_config(config, name, splits[name], run_dir, world)
-        if not quiet:
+        if not quiet and not (run_dir / name / "tofu_eval.json").is_file():
             who = "every author" if name == "full" else "without the forget authors"
             print(f"[{name}] fine-tuning on {len(records[name])} QA ({who}, + general facts) "
-                  f"for {config.train.max_steps} steps ...")
+                  f"for {config.train.max_steps} steps, then TOFU evaluation ...")
         t0 = time.perf_counter()
         train_metrics = _train_or_reuse(train_config, tokenizer, records[name], quiet)
         retain_eval = None if name == "retain" else run_dir / "retain" / "tofu_eval.json"
@@ -445,6 +548,10 @@ def _run(config: UnlearnDemoConfig, quiet: bool, started: float) -> tuple[Path, 
         arm.method: guard_verdict(results[base_of(arm).name], results[arm.name]) for arm in arms if arm.guard}
     metrics["attribution"] = {a.name: attribution_by_group(run_dir / a.name, world, forget_split)
                               for a in arms if a.guard}
+    if config.diagnostics:
+        t0 = time.perf_counter()
+        metrics["attribution_diagnostics"] = _diagnostics_or_reuse(config, run_dir, world)
+        log("demo_diagnostics", wall_s=time.perf_counter() - t0, **metrics["attribution_diagnostics"])
     if config.investigate:
         metrics["investigation"] = run_investigation(config, run_dir, world, before, results, quiet, log)
     metrics["wall_s"] = time.perf_counter() - started
@@ -459,7 +566,8 @@ def _run(config: UnlearnDemoConfig, quiet: bool, started: float) -> tuple[Path, 
 
 def run_investigation(config: UnlearnDemoConfig, run_dir: Path, world: Path, before: dict[str, Any],
                       results: dict[str, dict[str, Any]], quiet: bool, log: RunLog) -> dict[str, Any]:
-    """GUARD variants against their base method (same steps, lr and pairing): which setting lowers SR?"""
+    """Every GUARD variant against its base method run alike: which setting lowers the SR, and by more
+    than the seed-to-seed range of the main arms (the noise floor of an SR difference)?"""
     arms = investigation_arms(config)
     for arm in arms:
         arm_metrics = run_arm(config, arm, run_dir, world, quiet)
@@ -467,24 +575,30 @@ def run_investigation(config: UnlearnDemoConfig, run_dir: Path, world: Path, bef
         results[arm.name] = arm_summary(arm, arm_metrics, before, after)
         log("demo_investigation_arm", arm=arm.name,
             **{k: v for k, v in results[arm.name].items() if not isinstance(v, dict)})
+    everything = [*main_arms(config), *arms]
+    noise: dict[str, dict[str, Any]] = {}
+    for main in main_arms(config):  # the main arm and its other-seed repeats
+        runs = [results[a.name] for a in everything if replace(a, seed=0) == main]
+        noise[main.name] = {"seeds": len(runs), **{m: _range([r["sacrifice_rate"][m] for r in runs])
+                                                   for m in SACRIFICE_METRICS}}
+    main_of = {(a.method, a.guard): a.name for a in main_arms(config)}
     rows = {}
-    for arm in [*main_arms(config), *arms]:
+    for arm in everything:
         if not arm.guard:
             continue
-        base = results[base_of(arm).name]
-        rows[arm.name] = {"label": arm.label, "base": base_of(arm).name,
-                          "lowers": guard_verdict(base, results[arm.name]),
+        base = base_of(arm)
+        floor = {}  # the larger seed-to-seed range of the method's two main arms
+        for m in SACRIFICE_METRICS:
+            ranges = [noise[main_of[(arm.method, guard)]][m] for guard in (False, True)]
+            floor[m] = max([r for r in ranges if r is not None], default=None)
+        lowers = guard_verdict(results[base.name], results[arm.name])
+        beyond = {m: None if lowers[m] is None or floor[m] is None else bool(
+                  results[base.name]["sacrifice_rate"][m] - results[arm.name]["sacrifice_rate"][m] > floor[m])
+                  for m in SACRIFICE_METRICS}
+        rows[arm.name] = {"label": arm.label, "base": base.name, "lowers": lowers, "lowers_beyond_noise": beyond,
+                          "noise_floor": floor,
                           "attribution": attribution_by_group(run_dir / arm.name, world, config.forget_split)}
-    spread: dict[str, dict[str, dict[str, float | None]]] = {}
-    for method in config.methods:  # seed-to-seed range of each SR: the noise floor of an SR difference
-        for guard in (False, True):
-            runs = [results[a.name] for a in [*main_arms(config), *arms]
-                    if a.method == method and a.guard == guard and not a.lora
-                    and (not guard or (a.tau, a.normalize) == (config.guard.tau, config.guard.normalize))]
-            key = f"{method}+guard" if guard else method
-            spread[key] = {"seeds": len(runs), **{m: _range([r["sacrifice_rate"][m] for r in runs])
-                                                  for m in SACRIFICE_METRICS}}
-    return {"arms": {a.name: results[a.name] for a in arms}, "guard_vs_base": rows, "seed_range": spread}
+    return {"arms": {a.name: results[a.name] for a in arms}, "guard_vs_base": rows, "seed_range": noise}
 
 
 def _range(values: list[float | None]) -> float | None:
@@ -530,27 +644,44 @@ def format_table(metrics: dict[str, Any]) -> str:
                      f"| — | — | — | {m['train_wall_s']:.0f} |")
     lines += _table_rows(metrics["arms"])
     lines.append("")
-    lines += verdict_lines(metrics["guard_lowers_sacrifice_rate"])
+    lines += verdict_lines(metrics)
     if "investigation" in metrics:
         inv = metrics["investigation"]
         lines += ["", "investigation (GUARD variants; SR lower than the base method's?):", TABLE_HEADER,
                   "|---|---|---|---|---|---|---|---|---|---|"]
         lines += _table_rows(inv["arms"])
+        lines.append("GUARD variant vs its base: SR lower? (beyond the seed-to-seed range?)")
         for row in inv["guard_vs_base"].values():
-            lowers = ", ".join(f"{SR_LABELS[m]} {_yes(v)}" for m, v in row["lowers"].items())
+            lowers = ", ".join(f"{SR_LABELS[m]} {_yes(v)} ({_yes(row['lowers_beyond_noise'][m])})"
+                               for m, v in row["lowers"].items())
             lines.append(f"  {row['label']} vs {row['base']}: {lowers}")
-    lines.append(f"\nwall time {metrics['wall_s']:.0f} s (wall column: unlearning + GUARD attribution; "
-                 "references: fine-tuning)")
+    if metrics.get("attribution_diagnostics"):
+        lines += ["", diagnostics_text(metrics["attribution_diagnostics"])]
+    lines.append(f"\nwall time {metrics['wall_s']:.0f} s (this invocation; stages reused from the run directory "
+                 "cost nothing). wall column: unlearning + GUARD attribution; references: fine-tuning")
     return "\n".join(lines)
+
+
+def diagnostics_text(d: dict[str, Any]) -> str:
+    return (f"GUARD signal at θ₀ ({d['parameters']:,} weights, {d['retain_samples']} retain samples): "
+            f"‖ḡ_R‖ = {d['retain_coherence']:.3f} × the mean per-sample retain gradient norm "
+            f"({d['retain_coherence_if_unrelated']:.3f} if unrelated); cos(∇ℓ_i, ḡ_R) {d['cosine_mean']:+.3f} "
+            f"± {d['cosine_std']:.3f} (range {d['cosine_min']:+.3f}..{d['cosine_max']:+.3f}); split-half "
+            f"correlation of the scores {d['split_half_correlation']:.2f}; first-order retain-loss change per unit "
+            f"ascent step: uniform {d['first_order_retain_change_uniform']:+.2e}, GUARD "
+            f"{d['first_order_retain_change_guard']:+.2e}")
 
 
 def _yes(value: bool | None) -> str:
     return "n/a" if value is None else ("yes" if value else "NO")
 
 
-def verdict_lines(verdicts: dict[str, dict[str, bool | None]]) -> list[str]:
+def verdict_lines(metrics: dict[str, Any]) -> list[str]:
+    """One line per method: on which metrics GUARD lowered the SR of the method, with both SRs."""
     lines = []
-    for method, per_metric in verdicts.items():
+    for method, per_metric in metrics["guard_lowers_sacrifice_rate"].items():
+        base, guard = (next(a for a in metrics["arms"].values() if a["method"] == method and a["guard"] == g)
+                       for g in (False, True))
         lowered = [SR_LABELS[m] for m, v in per_metric.items() if v]
         not_lowered = [SR_LABELS[m] for m, v in per_metric.items() if v is False]
         undefined = [SR_LABELS[m] for m, v in per_metric.items() if v is None]
@@ -561,17 +692,20 @@ def verdict_lines(verdicts: dict[str, dict[str, bool | None]]) -> list[str]:
             text += f"; NOT on {', '.join(not_lowered)}"
         if undefined:
             text += f"; not comparable (forget metric not lowered) on {', '.join(undefined)}"
-        lines.append(text)
+        srs = ", ".join(f"{SR_LABELS[m]} {_f(base['sacrifice_rate'][m])} → {_f(guard['sacrifice_rate'][m])}"
+                        for m in per_metric)
+        lines.append(f"{text} [SR {method} → {method}+GUARD: {srs}]")
     return lines
 
 
 def write_demo_report(run_dir: Path, config: UnlearnDemoConfig, metrics: dict[str, Any]) -> None:
     g = config.guard
-    page = Report("Unlearning demo", subtitle=f"GD and NPO, with and without GUARD (τ={g.tau:g}, {g.normalize}), "
+    methods = " and ".join(m.upper() for m in config.methods)
+    page = Report("Unlearning demo", subtitle=f"{methods}, with and without GUARD (τ={g.tau:g}, {g.normalize}), "
                                               f"{metrics['forget_split']} ({metrics['forget_samples']} QA) of a "
                                               f"{metrics['world_authors']}-author fictional world")
     verdicts = metrics["guard_lowers_sacrifice_rate"]
-    for method, line in zip(verdicts, verdict_lines(verdicts), strict=True):
+    for method, line in zip(verdicts, verdict_lines(metrics), strict=True):
         values = list(verdicts[method].values())
         page.add_note(line, kind="ok" if all(values) else "warning")
     u = config.unlearn
@@ -584,7 +718,7 @@ def write_demo_report(run_dir: Path, config: UnlearnDemoConfig, metrics: dict[st
                       "every arm alike",
         "GUARD": f"τ={g.tau:g}, normalize={g.normalize}, retain samples "
                  f"{g.retain_samples or 'all'}, recompute_every={g.recompute_every}",
-        "wall_s": metrics["wall_s"],
+        "wall_s (this invocation)": metrics["wall_s"],
     })
     page.add_heading("Results")
     arms = metrics["arms"]
@@ -622,8 +756,32 @@ def write_demo_report(run_dir: Path, config: UnlearnDemoConfig, metrics: dict[st
     page.add_figure("unlearning_curves", figures.training_curves(curves, title="Forget NLL during unlearning"),
                     "Mean per-token NLL of the forget batches at each logged step (higher = more forgotten).")
     _report_attribution(page, metrics)
+    if metrics.get("attribution_diagnostics"):
+        d = metrics["attribution_diagnostics"]
+        page.add_heading("How much signal GUARD's scores carry here")
+        page.add_paragraph(diagnostics_text(d) + ".")
+        findings = []
+        if d["retain_coherence"] < 2 * d["retain_coherence_if_unrelated"]:
+            findings.append("the mean retain gradient is no larger than the mean of unrelated gradients would be "
+                            "(as near a minimum of the retain loss)")
+        if d["split_half_correlation"] < 0.5:
+            findings.append(f"scores from two halves of the retain set agree poorly "
+                            f"(r = {d['split_half_correlation']:.2f}): the ranking of the forget samples is "
+                            "largely sampling noise")
+        if findings:
+            page.add_note("Here " + "; ".join(findings) + ".", kind="warning")
+        page.add_paragraph("GUARD predicts, to first order at θ₀, the retain loss that ascending each forget sample "
+                           "causes. That prediction is only as good as the mean retain gradient ḡ_R is large and "
+                           "stable: near a minimum of the retain loss ḡ_R is small, the damage unlearning does is "
+                           "second order (curvature), and the scores can rank forget samples by noise. A "
+                           "split-half correlation near 1 means the ranking is stable; the first-order change "
+                           "shows how much GUARD's weighting was expected to help.")
     if "investigation" in metrics:
         _report_investigation(page, metrics)
+    else:
+        page.add_note("One seed per arm: an SR difference may be noise. `lethe demo unlearn investigate=true` on "
+                      "the same --run-dir adds other seeds (the noise floor), τ, raw scores, recomputed weights, "
+                      "LoRA and another learning rate (about 20 more unlearning runs: ~13 min on 2 busy cores).")
     page.write(run_dir)
 
 
@@ -651,44 +809,51 @@ def _report_attribution(page: Report, metrics: dict[str, Any]) -> None:
             for name, a in attribution.items()]
     page.add_table(rows, caption="Attribution scores a_i = ⟨∇ℓ_i, ḡ_R⟩ at θ₀ and the weights w = softmax(−a/τ); "
                                  "effective samples = 1/Σw² (N = uniform weights).")
-    first = next(iter(attribution.values()))
-    by_template = {label: {g: v for g, v in a["mean_scaled_weight"]["template"].items()}
-                   for label, a in ((metrics["arms"][n]["label"], a) for n, a in attribution.items())}
-    if any(by_template.values()):
-        page.add_figure("guard_weights_by_template", figures.bar_comparison(
-            by_template, "Mean GUARD weight N·w per question template", ylabel="N·w (1 = uniform)"),
-            "Which kinds of forget questions GUARD unlearns gently (< 1) or strongly (> 1).")
-    if first["mean_scaled_weight"]["author"]:
-        page.add_keyvalues({f"{label}: {author}": w for label, a in
-                            ((metrics["arms"][n]["label"], a) for n, a in attribution.items())
-                            for author, w in a["mean_scaled_weight"]["author"].items()},
-                           caption="Mean GUARD weight N·w per forget author")
+    # arms with the same GUARD settings share θ₀ and data, hence their weights: show each weighting once
+    unique: dict[str, dict[str, Any]] = {}
+    for name, a in attribution.items():
+        arm = metrics["arms"][name]
+        unique.setdefault(f"τ={arm['tau']:g}, {arm['normalize']}", a["mean_scaled_weight"])
+    for key, what in (("template", "question template"), ("author", "forget author")):
+        groups = list(dict.fromkeys(g for w in unique.values() for g in w[key]))
+        if not groups:
+            continue
+        bars = {group: {label: w[key].get(group) for label, w in unique.items()} for group in groups}
+        page.add_figure(f"guard_weights_by_{key}", figures.bar_comparison(
+            bars, f"Mean GUARD weight N·w per {what}", ylabel="N·w (1 = uniform)"),
+            f"Mean weight N·w of the forget samples of each {what}: unlearned gently (< 1) or strongly (> 1).")
 
 
 def _report_investigation(page: Report, metrics: dict[str, Any]) -> None:
     inv = metrics["investigation"]
     page.add_heading("Investigation: what GUARD's effect depends on")
-    page.add_paragraph("Each GUARD variant is compared with its base method run with the same steps, learning "
-                       "rate and retain pairing (LoRA variants with the LoRA base). normalize=none uses the raw "
-                       "scores: softmax is shift-invariant, so it equals z-scoring with τ multiplied by the "
-                       "scores' standard deviation.")
+    page.add_paragraph("Each GUARD variant is compared with its base method run alike (same steps, learning rate, "
+                       "seed and parameters; LoRA variants with the LoRA base). normalize=none uses the raw scores: "
+                       "softmax is shift-invariant, so it equals z-scoring with τ multiplied by the scores' "
+                       "standard deviation. 'beyond noise': the SR is lower by more than the seed-to-seed range of "
+                       "the method's main arms (seeds: " + ", ".join(
+                           f"{name} {n['seeds']}" for name, n in inv["seed_range"].items()) + ").")
     all_arms = {**metrics["arms"], **inv["arms"]}
     rows = []
     for name, row in inv["guard_vs_base"].items():
         a, base = all_arms[name], all_arms[row["base"]]
         att = row.get("attribution") or {}
         entry = {"variant": row["label"], "effective samples": att.get("effective_samples"),
-                 "forget ROUGE": a["forget_Q_A_ROUGE"], "model utility": a["model_utility"],
-                 "forget quality": a["forget_quality"]}
+                 "forget ROUGE": a["forget_Q_A_ROUGE"], "model utility": a["model_utility"]}
         for metric in SACRIFICE_METRICS:
             entry[f"SR {SR_LABELS[metric]}"] = a["sacrifice_rate"][metric]
             entry[f"base SR {SR_LABELS[metric]}"] = base["sacrifice_rate"][metric]
-        entry["lowers SR on"] = ", ".join(SR_LABELS[m] for m, v in row["lowers"].items() if v) or "none"
+        entry["lower SR"] = ", ".join(SR_LABELS[m] for m, v in row["lowers"].items() if v) or "none"
+        entry["beyond noise"] = ", ".join(SR_LABELS[m] for m, v in row["lowers_beyond_noise"].items() if v) or "none"
         rows.append(entry)
     page.add_table(rows, caption="GUARD variants vs their base method")
+    noise_rows = [{"main arm": all_arms[name]["label"], "seeds": n["seeds"],
+                   **{f"SR range ({SR_LABELS[m]})": n[m] for m in SACRIFICE_METRICS}}
+                  for name, n in inv["seed_range"].items()]
+    page.add_table(noise_rows, caption="Seed-to-seed range of the SRs of the main arms (the noise floor)")
     base_rows = [_report_row(a["label"], a) for a in inv["arms"].values() if not a["guard"]]
     if base_rows:
-        page.add_table(base_rows, caption="Base methods with LoRA adapters (the LoRA GUARD variants' baseline)")
+        page.add_table(base_rows, caption="Base methods of the variants (LoRA, other learning rates, other seeds)")
 
 
 def _curve(arm_dir: Path, key: str) -> list[tuple[int, float]]:
