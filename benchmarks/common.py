@@ -106,6 +106,21 @@ def world_texts() -> list[str]:
     return main + held_out
 
 
+_WORLD_DIRS: dict[str, tempfile.TemporaryDirectory[str]] = {}
+
+
+def world_dir() -> Path:
+    """The embedded world's files (200 authors, seed 0: TOFU-format splits, biographies, ...), generated once
+    per process into a temporary folder that is removed when the process exits."""
+    from lethe.data.fictional import generate_world
+
+    if "world" not in _WORLD_DIRS:
+        folder = tempfile.TemporaryDirectory(prefix="lethe-bench-world-")
+        generate_world(folder.name, n_authors=WORLD_AUTHORS, seed=WORLD_SEED)
+        _WORLD_DIRS["world"] = folder
+    return Path(_WORLD_DIRS["world"].name)
+
+
 def build_setup(spec: Spec) -> Setup:
     """The model (``spec.model`` folder, else the tiny LLaMA) in eval mode on ``spec.device``, and the texts."""
     from lethe.models import build_tiny, load_model

@@ -2,8 +2,10 @@
 
     python -m benchmarks.run_all [--quick] [--model PATH] [--threads 1] [--device cpu]
 
-``--quick`` uses N=40 biographies for scoring and N=20 for extraction (a smoke run); the full run uses
-N=200 and N=100. Exit status 1 if any optimized path's output differs from its baseline's.
+``--quick`` uses N=40 biographies for scoring, N=20 for extraction, 16 forget samples for GUARD (baseline and
+default JVP only) and 20 items per split for TOFU (a smoke run); the full run uses N=200, N=100, GUARD at 64
+and at 400 forget samples (JVP batch size 16; also 1 and 64 at N=64) and 100 items per split. Exit status 1 if any
+optimized path's output differs from its baseline's.
 """
 
 from __future__ import annotations
@@ -12,10 +14,10 @@ import argparse
 import json
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
-from benchmarks import bench_extraction, bench_scoring
+from benchmarks import bench_extraction, bench_guard, bench_scoring, bench_tofu_eval
 from benchmarks.common import RESULTS_DIR, Spec, load_avg, machine_info, print_summary
 
 
@@ -27,7 +29,20 @@ def _specs(args: argparse.Namespace) -> dict[str, Spec]:
                         batch_size=bench_scoring.BATCH_SIZE, **common),
         "extraction": Spec(n=bench_extraction.QUICK_N if args.quick else bench_extraction.FULL_N,
                            batch_size=bench_extraction.BATCH_SIZE, **common),
+        **{f"guard_n{n}": Spec(n=n, batch_size=bench_guard.BATCH_SIZE, **common)
+           for n in ((bench_guard.QUICK_N,) if args.quick else bench_guard.SIZES)},
+        "tofu_eval": Spec(n=bench_tofu_eval.QUICK_N if args.quick else bench_tofu_eval.FULL_N,
+                          batch_size=bench_tofu_eval.BATCH_SIZE, **common),
     }
+
+
+def _runner(name: str, quick: bool) -> Callable[[Spec], dict[str, Any]]:
+    """The function running benchmark ``name`` on a spec (GUARD's JVP batch-size sweep: full run, N=64)."""
+    if name.startswith("guard_"):
+        return lambda spec: bench_guard.run(
+            spec, variants=None if not quick and spec.n in bench_guard.SWEEP_SIZES else ())
+    modules = {"scoring": bench_scoring, "extraction": bench_extraction, "tofu_eval": bench_tofu_eval}
+    return modules[name].run
 
 
 def _digest(report: dict[str, Any]) -> dict[str, Any]:
@@ -37,6 +52,7 @@ def _digest(report: dict[str, Any]) -> dict[str, Any]:
         "meets_target": report["meets_target"],
         "identical": report["identical"],
         "n": report["config"]["n"],
+        "max_rel_error": report["identity"][report["optimized"]].get("max_rel_error"),  # GUARD only
         "seconds_median": {v: r["seconds_median"] for v, r in report["variants"].items()},
         "speed_ratio": {v: r["speed_ratio"] for v, r in report["variants"].items()},
         "items_per_s": {v: r["items_per_s"] for v, r in report["variants"].items()},
@@ -51,7 +67,7 @@ def _digest(report: dict[str, Any]) -> dict[str, Any]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Run all Lethe benchmarks")
-    parser.add_argument("--quick", action="store_true", help="N=40 (scoring) / N=20 (extraction)")
+    parser.add_argument("--quick", action="store_true", help="small N for every benchmark (a smoke run)")
     parser.add_argument("--model", default=None, help="local Hugging Face model folder (default: tiny LLaMA)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per variant (0 = torch's choice)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda[:i]")
@@ -63,9 +79,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     specs = _specs(args)
     summary: dict[str, Any] = {"quick": args.quick, "machine": machine_info(specs["scoring"]),
                                "load_avg_start": load_avg(), "benchmarks": {}}
-    for name, module in (("scoring", bench_scoring), ("extraction", bench_extraction)):
-        report = module.run(specs[name])
+    for name, spec in specs.items():
+        report = _runner(name, args.quick)(spec)
         print_summary(report)
+        if name.startswith("guard_"):
+            bench_guard.print_errors(report)
         summary["benchmarks"][name] = _digest(report)
     summary["load_avg_end"] = load_avg()
     summary["all_identical"] = all(b["identical"] for b in summary["benchmarks"].values())
