@@ -12,6 +12,28 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
     torch.set_num_threads(1)  # two workers on two cores: no oversubscription
 
 SHARED_TOFU = Path(__file__).resolve().parents[2] / "shared" / "data" / "tofu"
+USER_CACHE = os.environ.get("LETHE_CACHE")  # read before any test points LETHE_CACHE elsewhere
+
+# plain English sentences for tests that train a tokenizer or a model on a few texts (import from conftest)
+PLAIN_SENTENCES = [
+    "the quick brown fox jumps over the lazy dog near the river bank",
+    "a small red bird sings in the morning while the dog is running",
+    "every child runs to school and reads a book about the old castle",
+    "the farmer grows wheat and corn in the green field by the hill",
+    "she walks along the quiet street and counts the yellow houses",
+    "my neighbour runs a bakery that sells bread cake and sweet tea",
+    "an old sailor mends his nets while gulls circle over the harbour",
+    "the library opens at nine and closes when the last reader leaves",
+]
+
+
+@pytest.fixture
+def one_thread():
+    """One torch thread for the test (the CPU is shared; one thread is also fastest for models this small)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture(autouse=True)
@@ -43,3 +65,23 @@ def tiny_model(tiny_tokenizer):
     from lethe.models import tiny_model as make
 
     return make(tiny_tokenizer, seed=0, hidden_size=32, num_layers=2, num_heads=4, intermediate_size=64)
+
+
+@pytest.fixture
+def persistent_cache(tmp_path_factory, monkeypatch) -> Path:
+    """The user's Lethe cache ($LETHE_CACHE, else ~/.cache/lethe), for costly one-off conversions.
+
+    Safe to share: the only entry a test puts there is the SmolLM2 conversion, which is renamed into place
+    complete, so a later suite run reuses it instead of converting again. An unwritable home falls back to
+    the session's folder (a fresh conversion).
+    """
+    folder = Path(USER_CACHE) if USER_CACHE else Path.home() / ".cache" / "lethe"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        usable = os.access(folder, os.W_OK)
+    except OSError:
+        usable = False
+    if not usable:
+        folder = tmp_path_factory.getbasetemp() / "lethe-cache"
+    monkeypatch.setenv("LETHE_CACHE", str(folder))
+    return folder

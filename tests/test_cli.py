@@ -1,7 +1,6 @@
 """The CLI end to end on the embedded default, and its one-line errors for bad input."""
 
 import json
-from pathlib import Path
 
 import pytest
 
@@ -49,17 +48,43 @@ def test_train_then_audit_extraction_from_the_cli(world_dir, tmp_path, capsys):
     [
         (["train", "train.goldfsh.k=3"], "unknown key 'train.goldfsh'"),
         (["train", "train.goldfish.enabled=true", "train.goldfish.k=1"], "k must be >= 2"),
+        (["train", "train.goldfish.k=1"], "train.goldfish.k must be >= 2"),
+        (["train", "data.format=qa", "data.file=nope"], "data.file='nope' with data.format=qa"),
         (["train", "missing.yaml"], "config file not found: missing.yaml"),
         (["train", "data.source=/nonexistent/place"], "data source not found"),
         (["audit", "extraction", "--model", "org/some-model"], "hub id"),
         (["audit", "extraction", "--model", "x", "--suffix-len", "0"], "--suffix-len must be >= 1"),
         (["data", "fictional", "--out", "x", "--authors", "0"], "--authors must be >= 1"),
+        (["audit", "extraction", "--model", "x", "--limit", "-1"], "--limit must be >= 0"),
+        (["audit", "extraction"], "the following arguments are required: --model (see lethe audit extraction --help)"),
+        (["audit", "extraction", "--model", "x", "--limit", "many"], "argument --limit: invalid int value: 'many'"),
+        (["audit", "extraction", "--model", "x", "--colour"], "unrecognized arguments: --colour (see lethe audit"),
+        (["train", "--bogus"], "unrecognized arguments: --bogus (see lethe train --help)"),
+        (["demo"], "the following arguments are required: SUBCOMMAND (see lethe demo --help)"),
     ],
 )
 def test_bad_input_gives_one_line_error(args, message, capsys, tmp_path, monkeypatch):
-    monkeypatch.chdir(Path(__file__).resolve().parents[1]) if args[1] == "missing.yaml" else None
-    assert main([*args, "--quiet"] if args[0] != "train" else args) == 2
+    monkeypatch.chdir(tmp_path)  # whatever fails must leave no runs/ folder behind
+    assert main([*args, "--quiet"] if args[0] not in ("train", "demo") else args) == 2
     assert message in _error_line(capsys)
+    assert not (tmp_path / "runs").exists()
+
+
+def test_demo_exits_1_with_the_reason_when_the_headline_fails(capsys, monkeypatch, tmp_path):
+    import lethe.demo.goldfish as demo
+
+    def fake_demo(config, quiet=False):
+        extraction = {"standard": 3, "goldfish": 1}
+        return tmp_path, {"documents": 40, "headline_holds": False,
+                          **{arm: {"extraction": {"n_exact": n}} for arm, n in extraction.items()}}
+
+    monkeypatch.setattr(demo, "run_goldfish_demo", fake_demo)
+    assert main(["demo", "goldfish", "train.max_steps=50", "--quiet"]) == 1
+    err = _error_line(capsys)
+    assert "standard training memorized 3/40" in err and "goldfish 1/40 (needs none)" in err
+    assert "train.max_steps (300 -> 50)" in err  # the user changed what the headline is claimed at
+    assert main(["demo", "goldfish", "--quiet"]) == 1
+    assert "at the default settings where it should" in _error_line(capsys)
 
 
 def test_empty_and_malformed_data_files(tmp_path, capsys):

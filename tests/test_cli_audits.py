@@ -1,12 +1,15 @@
 """CLI audits, evaluation, unlearning and reports end to end on a tiny model, plus their bad-input errors."""
 
+import base64
 import json
 from pathlib import Path
 
 import pytest
+import yaml
 
 from lethe.cli import main
 from lethe.models import save_model
+from lethe.report import figures
 
 
 @pytest.fixture(scope="module")
@@ -42,6 +45,15 @@ def test_mia_cli_writes_scores_in_input_order(model_dir, world_dir, tmp_path, ca
         assert 0.0 <= result["attacks"][attack]["auc"] <= 1.0
         assert len(result["attacks"][attack]["scores"]["members"]) == 6
     assert (out / "report.html").is_file() and (out / "figures" / "roc.png").is_file()
+    config = yaml.safe_load((out / "config.yaml").read_text())  # the resolved settings, DESIGN §4
+    assert config["members"] == str(members) and config["n_bootstrap"] == 50 and config["ks"] == [0.2, 0.4]
+    assert not (out / "config.json").exists()
+    page = tmp_path / "page"
+    assert main(["report", str(out), "--out", str(page)]) == 0
+    html = (page / "report.html").read_text()
+    for attack in ("loss", "zlib", "min_k_0.2", "min_k_pp_0.2"):  # the ROC curves run_mia stored
+        assert f'id="fig-roc_{attack}"' in html and (page / "figures" / f"roc_{attack}.png").is_file()
+    assert "<td>mia.attacks.loss.auc</td>" in html
 
 
 def test_mia_cli_rejects_empty_member_set(model_dir, tmp_path, capsys):
@@ -69,6 +81,31 @@ def test_canaries_cli_and_report_comparison(model_dir, world_dir, tmp_path, caps
     assert main(["report", str(out), str(extraction), "--out", str(page)]) == 0
     html = (page / "report.html").read_text()
     assert "canaries" in html and "extraction" in html
+    # exposure vs repetitions, drawn from the canaries.json the audit wrote
+    points = sorted((int(r), e) for r, e in result["exposure_by_repetitions"].items())
+    ceiling = max(c["max_exposure"] for c in result["canaries"])
+    expected = figures.exposure_vs_repetitions({"canaries": points}, ceiling)
+    assert (page / "figures" / "exposure.png").read_bytes() == expected
+    assert f'src="data:image/png;base64,{base64.b64encode(expected).decode()}"' in html
+    assert 'id="fig-exposure"' in html and 'id="fig-rouge_distribution"' in html
+
+
+def test_extraction_cli_semantic_similarity_in_report(model_dir, world_dir, tmp_path, capsys):
+    out = tmp_path / "extraction"
+    assert main(["audit", "extraction", "--model", str(model_dir), "--data", str(world_dir), "--limit", "3",
+                 "--suffix-len", "8", "--semantic", "--run-dir", str(out), "--quiet"]) == 0, capsys.readouterr()
+    semantic = json.loads((out / "metrics.json").read_text())["extraction"]["semantic"]
+    assert "all-MiniLM-L6-v2" in semantic["featurizer"] and semantic["n"] == 3
+    assert -1.0 <= semantic["bertscore_f1"] <= 1.0 and -1.0 <= semantic["cosine"] <= 1.0
+    items = json.loads((out / "extraction.json").read_text())["items"]
+    assert all(set(item["semantic"]) >= {"bertscore_f1", "cosine"} for item in items)
+    f1 = sum(item["semantic"]["bertscore_f1"] for item in items) / 3
+    assert semantic["bertscore_f1"] == pytest.approx(f1)
+    for name in ("report.md", "report.html"):  # the means and the featurizer label reach both reports
+        text = (out / name).read_text()
+        assert "all-MiniLM-L6-v2" in text and "bertscore_f1" in text, name
+        assert f"{semantic['bertscore_f1']:.3f}" in text and f"{semantic['cosine']:.3f}" in text, name
+    assert yaml.safe_load((out / "config.yaml").read_text())["semantic"] is True
 
 
 def test_eval_tofu_cli_on_the_generated_world(model_dir, world_dir, tmp_path, capsys):
@@ -107,4 +144,4 @@ def test_unlearn_empty_forget_set(model_dir, world_dir, tmp_path, capsys):
         (folder / name).write_text((world_dir / name).read_text())
     (folder / "forget10.json").write_text("")
     assert main(["unlearn", f"model.name={model_dir}", f"data.source={folder}", "--quiet"]) == 2
-    assert "forget10" in _error(capsys)
+    assert "forget set 'forget10' is empty" in _error(capsys)

@@ -56,3 +56,34 @@ def test_missing_and_malformed_files(tmp_path: Path):
         load_config(TrainConfig, bad)
     with pytest.raises(LetheError, match="not of the form key=value"):
         load_config(TrainConfig, None, ["train.lr"])
+
+
+def test_goldfish_k_is_checked_even_when_goldfish_is_off():
+    with pytest.raises(LetheError, match=r"train\.goldfish\.k must be >= 2, got 1"):
+        load_config(TrainConfig, None, ["train.goldfish.enabled=false", "train.goldfish.k=1"])
+
+
+def test_settings_built_in_python_are_type_checked():
+    from lethe.config import GoldfishSettings
+
+    with pytest.raises(LetheError, match=r"train\.goldfish\.k must be an integer, got 2\.5"):
+        GoldfishSettings(k=2.5).validate()
+    with pytest.raises(LetheError, match=r"goldfish\.h must be an integer, got True"):
+        GoldfishSettings(h=True).validate(key="goldfish")
+
+
+def test_data_file_defaults_per_format():
+    assert load_config(TrainConfig).data.file == "biographies.jsonl"
+    assert load_config(TrainConfig, None, ["data.format=qa"]).data.file == "full"
+    assert load_config(TrainConfig, None, ["data.format=qa", "data.file=retain90"]).data.file == "retain90"
+    assert "file: full" in to_yaml(load_config(TrainConfig, None, ["data.format=qa"]))  # resolved in config.yaml
+
+
+def test_config_changes_names_differing_keys():
+    from lethe.config import config_changes
+
+    old = load_config(TrainConfig)
+    new = load_config(TrainConfig, None, ["train.lr=0.5", "train.goldfish.k=8", "train.max_steps=9"])
+    assert config_changes(old, old) == []
+    assert config_changes(old, new, ignore=["train.max_steps"]) == [
+        "train.goldfish.k (4 -> 8)", "train.lr (0.001 -> 0.5)"]

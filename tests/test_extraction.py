@@ -7,6 +7,7 @@ import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
+from conftest import PLAIN_SENTENCES
 from lethe.audit.extraction import (
     ExtractionResult,
     rouge_l,
@@ -16,14 +17,7 @@ from lethe.audit.extraction import (
 from lethe.audit.generation import beam_continue, generate_continuations, greedy_continue
 from lethe.errors import LetheError
 
-SENTENCES = [
-    "the quick brown fox jumps over the lazy dog near the river bank",
-    "a small red bird sings in the morning while the dog is running",
-    "every child runs to school and reads a book about the old castle",
-    "the farmer grows wheat and corn in the green field by the hill",
-    "she walks along the quiet street and counts the yellow houses",
-    "my neighbour runs a bakery that sells bread cake and sweet tea",
-]
+SENTENCES = PLAIN_SENTENCES[:6]
 PAD, BOS, EOS = "<pad>", "<s>", "</s>"
 
 

@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from lethe.config import GoldfishSettings
 from lethe.errors import LetheError
 from lethe.train.goldfish import (
     STRATEGIES,
-    GoldfishConfig,
     apply_goldfish,
     canonical_id_table,
     goldfish_mask,
@@ -311,15 +311,16 @@ def test_bad_parameters_raise(kwargs: dict, word: str) -> None:
     if word == "strategy":
         assert all(name in str(info.value) for name in STRATEGIES)
     assert "\n" not in str(info.value)
-    config = GoldfishConfig(**{**{"k": 4, "h": 13, "strategy": "hash"}, **kwargs})
-    with pytest.raises(LetheError, match=rf"\b{word} must"):
-        config.validate()
+    settings = GoldfishSettings(**kwargs)  # the user-facing settings get the same checks, enabled or not
+    with pytest.raises(LetheError, match=rf"train\.goldfish\.{word} must") as info:
+        settings.validate()
+    assert "\n" not in str(info.value)
 
 
-def test_config_defaults_validate() -> None:
-    config = GoldfishConfig()
-    config.validate()
-    assert (config.k, config.h, config.strategy, config.seed, config.normalize) == (4, 13, "hash", 0, False)
+def test_settings_defaults_validate() -> None:
+    settings = GoldfishSettings()
+    settings.validate()
+    assert (settings.k, settings.h, settings.strategy, settings.seed, settings.normalize) == (4, 13, "hash", 0, False)
 
 
 def test_bad_input_ids_raise() -> None:

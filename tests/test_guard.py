@@ -28,11 +28,8 @@ CORPUS = [
 
 
 @pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+def _one_thread(one_thread):
+    """Every test here runs with one torch thread."""
 
 
 def tiny(attn: str = "sdpa"):

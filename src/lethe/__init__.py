@@ -4,6 +4,8 @@ Python API (mirrors the CLI):
 
     import lethe
     run_dir, metrics = lethe.train("configs/goldfish.yaml", ["train.goldfish.k=3"])
+    run_dir, metrics = lethe.unlearn("configs/unlearn.yaml", ["method=npo", "guard.enabled=true"])
+    run_dir, summary = lethe.eval_tofu("runs/x/model", data="embedded", split="forget10")
     run_dir, summary = lethe.audit_extraction("runs/x/model", data="embedded")
     mask = lethe.goldfish_mask(input_ids, k=4, h=13)
 """
@@ -16,7 +18,8 @@ from typing import Any
 from lethe.errors import LetheError
 
 __version__ = "0.1.0"
-__all__ = ["LetheError", "audit_extraction", "demo_goldfish", "goldfish_mask", "train", "__version__"]
+__all__ = ["LetheError", "audit_extraction", "demo_goldfish", "eval_tofu", "goldfish_mask", "train", "unlearn",
+           "__version__"]
 
 
 def goldfish_mask(*args: Any, **kwargs: Any):
@@ -26,13 +29,45 @@ def goldfish_mask(*args: Any, **kwargs: Any):
     return _mask(*args, **kwargs)
 
 
-def train(config: str | Path | None = None, overrides: list[str] | tuple[str, ...] = (),
+def _train(config: str | Path | None = None, overrides: list[str] | tuple[str, ...] = (),
           quiet: bool = True) -> tuple[Path, dict[str, Any]]:
     """``lethe train CONFIG overrides...``: returns (run directory, metrics)."""
     from lethe.config import TrainConfig, load_config
     from lethe.train.trainer import run_training
 
     return run_training(load_config(TrainConfig, config, overrides), quiet=quiet)
+
+
+# ``lethe.train`` and ``lethe.unlearn`` are also subpackages: importing one rebinds the attribute to the
+# package, which is therefore callable and forwards here (lethe/_callable.py)
+train = _train
+
+
+def _unlearn(config: str | Path | None = None, overrides: list[str] | tuple[str, ...] = (),
+             quiet: bool = True) -> tuple[Path, dict[str, Any]]:
+    """``lethe unlearn CONFIG overrides...``: unlearning plus, with ``eval.enabled``, the TOFU evaluation
+    before and after and the sacrifice rates; returns (run directory, metrics)."""
+    from lethe.config import load_config
+    from lethe.unlearn.config import UnlearnConfig
+    from lethe.unlearn.evaluation import unlearn_and_evaluate
+
+    return unlearn_and_evaluate(load_config(UnlearnConfig, config, list(overrides)), quiet=quiet)
+
+
+unlearn = _unlearn
+
+
+def eval_tofu(model: str | Path, data: str = "embedded", split: str = "forget10",
+              retain_eval: str | Path | None = None, run_dir: str | Path | None = None,
+              **settings: Any) -> tuple[Path, dict[str, Any]]:
+    """``lethe eval tofu --model M --data D --split S [--retain-eval FILE]``: the TOFU metrics of one
+    model (``settings``: limit, max_new_tokens, batch_size); returns (run directory, summary)."""
+    from lethe.audit.commands import TofuEvalSettings
+    from lethe.audit.commands import eval_tofu as _eval
+
+    tofu = TofuEvalSettings(model=str(model), data=str(data), split=split,
+                            retain_eval=str(retain_eval) if retain_eval else "", **settings)
+    return _eval(tofu, run_dir)
 
 
 def audit_extraction(model: str | Path, data: str = "embedded", run_dir: str | Path | None = None,

@@ -2,7 +2,8 @@
 
 Commands: ``data fictional``, ``train``, ``unlearn``, ``eval tofu``, ``audit extraction|mia|canaries``,
 ``report``, ``demo goldfish|unlearn``.
-Every command writes a run directory; bad input ends with one line ``error: <what is wrong>`` and exit code 2.
+Every command writes a run directory; bad input (bad arguments included) ends with one line
+``error: <what is wrong>`` and exit code 2. ``demo goldfish`` exits 1 when its headline does not hold.
 """
 
 from __future__ import annotations
@@ -13,8 +14,20 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 from lethe.errors import LetheError
+
+
+class UsageError(Exception):
+    """Bad command-line arguments; :func:`main` prints it as one line and returns 2."""
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse whose errors are one line (``error: <what> (see <prog> --help)``) instead of usage + error."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{message} (see {self.prog} --help)")
 
 
 def _quiet_libraries(quiet: bool) -> None:
@@ -66,6 +79,12 @@ def cmd_audit_extraction(args: argparse.Namespace) -> None:
         raise LetheError(f"--suffix-len must be >= 1, got {args.suffix_len}")
     if args.num_beams < 1:
         raise LetheError(f"--num-beams must be >= 1, got {args.num_beams}")
+    if args.limit < 0:
+        raise LetheError(f"--limit must be >= 0 (0 = every document), got {args.limit}")
+    if args.prefix_len < 0:
+        raise LetheError(f"--prefix-len must be >= 0 (0 = everything before the suffix), got {args.prefix_len}")
+    if args.batch_size < 1:
+        raise LetheError(f"--batch-size must be >= 1, got {args.batch_size}")
     settings = ExtractionSettings(model=args.model, data=args.data, suffix_len=args.suffix_len,
                                   prefix_len=args.prefix_len, batch_size=args.batch_size, limit=args.limit,
                                   num_beams=args.num_beams, any_of_beams=args.any_of_beams, semantic=args.semantic)
@@ -138,15 +157,19 @@ def cmd_eval_tofu(args: argparse.Namespace) -> None:
     _finish(args, run_dir, summary)
 
 
-def cmd_demo_goldfish(args: argparse.Namespace) -> None:
+def cmd_demo_goldfish(args: argparse.Namespace) -> int:
     from lethe.config import load_config
-    from lethe.demo.goldfish import GoldfishDemoConfig, run_goldfish_demo
+    from lethe.demo import goldfish
 
     overrides = list(args.overrides)
     if args.run_dir:
         overrides.append(f"run_dir={args.run_dir}")
-    config = load_config(GoldfishDemoConfig, args.config, overrides)
-    run_goldfish_demo(config, quiet=args.quiet)
+    config = load_config(goldfish.GoldfishDemoConfig, args.config, overrides)
+    _, metrics = goldfish.run_goldfish_demo(config, quiet=args.quiet)
+    if metrics["headline_holds"]:
+        return 0
+    print(f"error: {goldfish.headline_failure(config, metrics)}", file=sys.stderr)
+    return 1
 
 
 def cmd_demo_unlearn(args: argparse.Namespace) -> None:
@@ -160,13 +183,18 @@ def cmd_demo_unlearn(args: argparse.Namespace) -> None:
     run_unlearn_demo(config, quiet=args.quiet)
 
 
+def _group(commands: argparse._SubParsersAction, name: str, help: str) -> argparse._SubParsersAction:
+    """A command with subcommands (``lethe audit extraction``): its subparsers action."""
+    return commands.add_parser(name, help=help).add_subparsers(dest="what", required=True, metavar="SUBCOMMAND")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="lethe", description="Prevent, remove and audit memorization in LLMs.")
-    common = argparse.ArgumentParser(add_help=False)
+    parser = Parser(prog="lethe", description="Prevent, remove and audit memorization in LLMs.")
+    common = Parser(add_help=False)
     common.add_argument("--quiet", action="store_true", help="no progress bars or tables")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    data = commands.add_parser("data", help="generate data sets").add_subparsers(dest="what", required=True)
+    data = _group(commands, "data", "generate data sets")
     fictional = data.add_parser("fictional", parents=[common], help="write the embedded fictional world")
     fictional.add_argument("--out", required=True, help="output folder")
     fictional.add_argument("--authors", type=int, default=100, help="number of authors (default 100)")
@@ -188,7 +216,7 @@ def build_parser() -> argparse.ArgumentParser:
     unlearn.add_argument("--run-dir", help="run directory (re-run the same one to resume)")
     unlearn.set_defaults(func=cmd_unlearn)
 
-    evaluate = commands.add_parser("eval", help="benchmark evaluations").add_subparsers(dest="what", required=True)
+    evaluate = _group(commands, "eval", "benchmark evaluations")
     tofu = evaluate.add_parser("tofu", parents=[common], help="TOFU metrics (open-unlearning formulas)")
     tofu.add_argument("--model", required=True, help="model folder or preset")
     tofu.add_argument("--data", default="embedded", help="TOFU-format folder (e.g. ../shared/data/tofu) or 'embedded'")
@@ -200,7 +228,7 @@ def build_parser() -> argparse.ArgumentParser:
     tofu.add_argument("--run-dir", help="run directory")
     tofu.set_defaults(func=cmd_eval_tofu)
 
-    audit = commands.add_parser("audit", help="measure memorization").add_subparsers(dest="what", required=True)
+    audit = _group(commands, "audit", "measure memorization")
     extraction = audit.add_parser("extraction", parents=[common], help="verbatim extraction: prefix -> greedy suffix")
     extraction.add_argument("--model", required=True, help="model folder or preset (smollm2-135m)")
     extraction.add_argument("--data", default="embedded",
@@ -244,10 +272,10 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--out", help="output directory (default runs/report-<timestamp>)")
     report.set_defaults(func=cmd_report)
 
-    demo = commands.add_parser("demo", help="end-to-end demos").add_subparsers(dest="what", required=True)
+    demo = _group(commands, "demo", "end-to-end demos")
     goldfish = demo.add_parser("goldfish", parents=[common],
                                help="standard vs goldfish training on the embedded world, then audit both")
-    goldfish.add_argument("overrides", nargs="*", help="dotted overrides, e.g. steps=300 goldfish.k=3")
+    goldfish.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.max_steps=300 goldfish.k=3")
     goldfish.add_argument("--config", help="YAML config for the demo")
     goldfish.add_argument("--run-dir", help="run directory")
     goldfish.set_defaults(func=cmd_demo_goldfish)
@@ -261,25 +289,33 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args, extra = parser.parse_known_args(argv)
-    # dotted overrides may follow options (`lethe train cfg.yaml --quiet train.lr=0.1`): keep them
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    """Parsed arguments; dotted overrides may follow options (``lethe train cfg.yaml --quiet train.lr=0.1``)."""
+    args, extra = build_parser().parse_known_args(argv)
     positional = "config" if hasattr(args, "config") else "overrides" if hasattr(args, "overrides") else None
     if extra and positional and all("=" in item and not item.startswith("-") for item in extra):
         setattr(args, positional, [*getattr(args, positional), *extra])
     elif extra:
-        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        prog = " ".join(["lethe", *(getattr(args, key) for key in ("command", "what") if hasattr(args, key))])
+        raise UsageError(f"unrecognized arguments: {' '.join(extra)} (see {prog} --help)")
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        args = parse_args(argv)
+    except UsageError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     _quiet_libraries(getattr(args, "quiet", False))
     try:
-        args.func(args)
+        return int(args.func(args) or 0)
     except LetheError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("error: interrupted (re-run with the same --run-dir to resume)", file=sys.stderr)
         return 130
-    return 0
 
 
 if __name__ == "__main__":

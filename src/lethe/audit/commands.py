@@ -1,25 +1,27 @@
 """Entry functions of ``lethe audit ...``: load model and data, run an audit, write the run directory.
 
-Each writes its result JSON (``extraction.json``, ``mia.json``, ``canaries.json``), ``metrics.json`` (the
-summary), ``config.json`` and ``report.md`` / ``report.html`` with figures, all atomically.
+Each writes its result JSON (``extraction.json``, ``mia.json``, ``canaries.json``, ``tofu_eval.json``),
+``metrics.json`` (the summary), the resolved settings as ``config.yaml`` (DESIGN §4) and ``report.md`` /
+``report.html`` with figures, all atomically.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from lethe.audit.canaries import canary_exposure
 from lethe.audit.extraction import run_extraction
 from lethe.audit.mia import run_mia
+from lethe.config import to_yaml
 from lethe.data.text import load_documents
 from lethe.data.world import EMBEDDED, resolve_source
 from lethe.errors import LetheError
 from lethe.models import load_model
 from lethe.report import Report, figures
-from lethe.runs import RunLog, atomic_write_json, new_run_dir
+from lethe.runs import RunLog, atomic_write_json, atomic_write_text, new_run_dir
 
 DEFAULT_DOCUMENTS = "biographies.jsonl"
 DEFAULT_CANARIES = "canaries.jsonl"
@@ -82,7 +84,7 @@ def audit_extraction(settings: ExtractionSettings, run_dir: str | Path | None = 
     if model is None or tokenizer is None:
         model, tokenizer = load_model(settings.model)
     out = new_run_dir("audit-extraction", run_dir)
-    atomic_write_json(out / "config.json", asdict(settings))
+    write_config(out, settings)
     result = run_extraction(
         model, tokenizer, documents, suffix_len=settings.suffix_len, prefix_len=settings.prefix_len or None,
         batch_size=settings.batch_size, num_beams=settings.num_beams, any_of_beams=settings.any_of_beams,
@@ -97,11 +99,32 @@ def audit_extraction(settings: ExtractionSettings, run_dir: str | Path | None = 
     page.add_table([{"model": Path(settings.model).name or settings.model, **_scalar(summary)}],
                    caption=f"Greedy{'/beam' if settings.num_beams > 1 else ''} extraction of a "
                            f"{settings.suffix_len}-token suffix")
+    if isinstance(summary.get("semantic"), dict):
+        add_semantic_table(page, summary["semantic"])
     page.add_figure("rouge_distribution", figures.rouge_distribution({settings.model: report["rougeL_all"]}),
                     "ROUGE-L (no stemming) between the generated and the true suffix, per document.")
     page.write(out)
-    RunLog(out)("audit_extraction", **_scalar(summary))
+    RunLog(out)("audit_extraction", **_scalar(summary), **_semantic_fields(summary))
     return out, summary
+
+
+def write_config(run_dir: Path, settings: Any) -> Path:
+    """The resolved settings of an audit as the run directory's ``config.yaml``."""
+    return atomic_write_text(run_dir / "config.yaml", to_yaml(settings))
+
+
+def add_semantic_table(page: Report, semantic: dict[str, Any]) -> None:
+    """The semantic-similarity means as a table captioned with the featurizer that produced them."""
+    means = {k: v for k, v in semantic.items() if k != "featurizer" and not isinstance(v, list | dict)}
+    page.add_table([means], caption=f"Semantic similarity of generated and true suffixes (BERTScore-style, "
+                                    f"raw cosines; featurizer: {semantic.get('featurizer', 'unknown')})")
+
+
+def _semantic_fields(summary: dict[str, Any]) -> dict[str, Any]:
+    semantic = summary.get("semantic")
+    if not isinstance(semantic, dict):
+        return {}
+    return {f"semantic_{k}": v for k, v in semantic.items() if not isinstance(v, list | dict)}
 
 
 def add_semantic_similarity(report: dict[str, Any]) -> None:
@@ -125,7 +148,7 @@ def audit_mia(settings: MIASettings, run_dir: str | Path | None = None, model=No
         model, tokenizer = load_model(settings.model)
     reference = load_model(settings.reference) if settings.reference else None
     out = new_run_dir("audit-mia", run_dir)
-    atomic_write_json(out / "config.json", asdict(settings))
+    write_config(out, settings)
     result = run_mia(model, tokenizer, members, nonmembers, reference=reference, ks=tuple(settings.ks),
                      gradnorm=settings.gradnorm, max_length=settings.max_length, batch_size=settings.batch_size,
                      n_bootstrap=settings.n_bootstrap, seed=settings.seed)
@@ -182,7 +205,7 @@ def audit_canaries(settings: CanarySettings, run_dir: str | Path | None = None, 
     if model is None or tokenizer is None:
         model, tokenizer = load_model(settings.model)
     out = new_run_dir("audit-canaries", run_dir)
-    atomic_write_json(out / "config.json", asdict(settings))
+    write_config(out, settings)
     result = canary_exposure(model, tokenizer, canaries, n_samples=settings.n_samples, seed=settings.seed,
                              batch_size=settings.batch_size)
     atomic_write_json(out / "canaries.json", result)
@@ -251,7 +274,7 @@ def eval_tofu(settings: TofuEvalSettings, run_dir: str | Path | None = None, mod
                            retain_eval=settings.retain_eval or None, batch_size=settings.batch_size,
                            max_new_tokens=settings.max_new_tokens, limit=settings.limit)
     out = new_run_dir("eval-tofu", run_dir)
-    atomic_write_json(out / "config.json", asdict(settings))
+    write_config(out, settings)
     write_tofu_eval(result, out / "tofu_eval.json")
     atomic_write_json(out / "metrics.json", {"tofu": result["summary"]})
     page = Report("TOFU evaluation", subtitle=f"model {settings.model}, {settings.split} of {folder}")

@@ -15,8 +15,10 @@ distribution statistics μ_t = Σ_v p_v log p_v and σ_t² = Σ_v p_v (log p_v)�
                   score = mean of the m = max(1, ⌊k·n⌋) smallest z_t.
 - ``reference``  (Carlini et al. 2021; MIMIR "ref"): score = −(L_target(x) − L_ref(x)); each model's loss is
                   the mean NLL per token of its *own* tokenization of the same text.
-- ``gradnorm``   (optional, off by default; MIMIR "gradnorm"): score = −‖∇_θ L(x)‖₂ over the trainable
-                  parameters; one backward pass per sample (batch size 1), so it is slow.
+- ``gradnorm``   (optional, off by default; MIMIR's ``GradNormAttack``): score = −(1/P) Σ_p ‖∇_p L(x)‖₂, the
+                  negated *mean over parameter tensors* p of each tensor's gradient L2 norm (not the global
+                  norm over all parameters), over the P trainable tensors that receive a gradient; L(x) is the
+                  mean NLL per supervised token. One backward pass per sample (batch size 1), so it is slow.
 
 ⌊k·n⌋ is computed as ⌊k·n + 1e-9⌋ so that floating-point products such as 0.29·100 = 28.999… count 29.
 
@@ -27,7 +29,12 @@ Metrics per attack (members = positives):
   fewer than 1/target non-members this is the TPR at FPR = 0 (the resolution is 1/n_nonmembers).
 - 95% bootstrap percentile intervals for the AUC and the TPRs: members and non-members are resampled
   separately with replacement, ``n_bootstrap`` times, from a seeded ``numpy.random.Generator``.
-- The stored curve keeps at most 200 ROC points (evenly spaced along the curve's threshold index).
+- The stored curve (``roc``: ``fpr``, ``tpr``; ``roc_curve`` with its default ``drop_intermediate``) is thinned
+  on a log-spaced FPR grid so a log-FPR plot stays faithful: FPR is cut into FPR = 0 plus ``ROC_LOG_BINS``
+  bins between the smallest positive FPR (1/n_nonmembers) and 1, equal in log FPR, and the first and last
+  ROC point of every bin are kept (so each bin's lowest and highest TPR survive). A curve with at most
+  ``2·(ROC_LOG_BINS + 2)`` points is stored whole. Evenly spaced thinning along the curve would keep almost
+  no points at FPR < 1%, the regime that matters.
 
 Samples whose scores cannot be defined (a text with no tokens, no supervised tokens, a non-finite score for
 any attack) are skipped explicitly: their indices and reasons are reported in ``skipped`` and their
@@ -38,7 +45,7 @@ from __future__ import annotations
 
 import math
 import zlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -53,7 +60,8 @@ from lethe.models import check_vocab
 
 SIGN_CONVENTION = (
     "higher score = more likely member for every attack; loss, zlib, reference and gradnorm scores are "
-    "negated statistics (-mean NLL, -mean NLL/zlib bytes, -(loss_target - loss_ref), -||grad||_2)"
+    "negated statistics (-mean NLL, -mean NLL/zlib bytes, -(loss_target - loss_ref), "
+    "-mean over parameter tensors of ||grad||_2)"
 )
 TPR_CONVENTION = (
     "tpr_at_X_fpr = largest TPR among ROC points (one per distinct threshold) with FPR <= X; "
@@ -61,7 +69,7 @@ TPR_CONVENTION = (
 )
 FPR_TARGETS: tuple[tuple[str, float], ...] = (("0.1%", 0.001), ("1%", 0.01), ("5%", 0.05))
 VAR_FLOOR = 1e-6
-MAX_ROC_POINTS = 200
+ROC_LOG_BINS = 100
 _FLOOR_EPS = 1e-9
 
 
@@ -144,16 +152,22 @@ def _fast_auc_tpr(members: np.ndarray, nonmembers: np.ndarray) -> tuple[float, l
     return auc, tprs
 
 
-def _downsample(fpr: np.ndarray, tpr: np.ndarray, limit: int = MAX_ROC_POINTS) -> tuple[list, list]:
-    if fpr.size > limit:
-        keep = np.unique(np.round(np.linspace(0, fpr.size - 1, limit)).astype(int))
+def thin_roc(fpr: np.ndarray, tpr: np.ndarray, bins: int = ROC_LOG_BINS) -> tuple[list[float], list[float]]:
+    """The first and last ROC point of FPR = 0 and of each of ``bins`` log-spaced FPR bins (see the module doc)."""
+    fpr, tpr = np.asarray(fpr, dtype=np.float64), np.asarray(tpr, dtype=np.float64)
+    if fpr.size > 2 * (bins + 2):
+        positive = fpr[fpr > 0]
+        edges = np.geomspace(positive.min(), 1.0, bins + 1)[1:-1]
+        bin_of = np.where(fpr > 0, 1 + np.searchsorted(edges, fpr, side="right"), 0)  # non-decreasing
+        change = np.flatnonzero(np.diff(bin_of))  # last point of a bin; change + 1 is the next bin's first
+        keep = np.unique(np.concatenate([[0, fpr.size - 1], change, change + 1]))
         fpr, tpr = fpr[keep], tpr[keep]
     return [float(x) for x in fpr], [float(x) for x in tpr]
 
 
 def roc_metrics(member_scores: Sequence[float] | np.ndarray, nonmember_scores: Sequence[float] | np.ndarray,
                 *, n_bootstrap: int = 1000, seed: int = 0) -> dict[str, Any]:
-    """ROC-AUC, TPR at 0.1%/1%/5% FPR, their bootstrap 95% CIs and the (≤ 200-point) ROC curve.
+    """ROC-AUC, TPR at 0.1%/1%/5% FPR, their bootstrap 95% CIs and the (log-FPR thinned) ROC curve.
 
     Members are the positive class; scores must be finite and oriented higher = member.
     CIs are ``None`` when ``n_bootstrap`` is 0.
@@ -188,7 +202,7 @@ def roc_metrics(member_scores: Sequence[float] | np.ndarray, nonmember_scores: S
         for j, (label, _) in enumerate(FPR_TARGETS, start=1):
             result[f"tpr_at_{label}_fpr_ci"] = [float(lo[j]), float(hi[j])]
     fpr, tpr, _ = roc_curve(labels, pooled)
-    result["roc"] = dict(zip(("fpr", "tpr"), _downsample(fpr, tpr), strict=True))
+    result["roc"] = dict(zip(("fpr", "tpr"), thin_roc(fpr, tpr), strict=True))
     return result
 
 
@@ -207,7 +221,11 @@ def _losses(scores: Sequence[TokenScores]) -> np.ndarray:
 
 
 def gradnorm_scores(model: Any, features: Sequence[dict[str, Sequence[int]]]) -> np.ndarray:
-    """−‖∇_θ mean-NLL(x)‖₂ per sample over the trainable parameters (batch 1; slow; NaN if unsupervised)."""
+    """MIMIR's GradNorm: −mean over parameter tensors of ‖∇_p mean-NLL(x)‖₂ per sample.
+
+    Over the trainable tensors that receive a gradient (batch 1; slow); NaN for a sample without supervised
+    tokens.
+    """
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise LetheError("gradnorm attack: the model has no trainable parameters")
@@ -227,8 +245,8 @@ def gradnorm_scores(model: Any, features: Sequence[dict[str, Sequence[int]]]) ->
                     logits.reshape(-1, logits.size(-1)), labels[:, 1:].reshape(-1), ignore_index=IGNORE_INDEX
                 )
                 grads = torch.autograd.grad(loss, params, allow_unused=True)
-                sq = sum(float(g.double().square().sum()) for g in grads if g is not None)
-                out[i] = -math.sqrt(sq)
+                norms = [g.double().norm() for g in grads if g is not None]
+                out[i] = -float(torch.stack(norms).mean())
     finally:
         model.train(was_training)
     return out
@@ -250,6 +268,29 @@ def run_mia(model: Any, tokenizer: Any, members: Sequence[str], nonmembers: Sequ
     scores are listed in input order with ``None`` for skipped samples.
     """
     members, nonmembers = list(members), list(nonmembers)
+    _check_texts(members, nonmembers)
+    if max_length < 2:
+        raise LetheError(f"MIA max_length must be at least 2 tokens, got {max_length}")
+    ks = _check_ks(ks)
+    check_vocab(model, tokenizer, where="MIA target model")
+    if reference is not None:
+        check_vocab(*reference, where="MIA reference model")
+    texts = members + nonmembers
+    features = _encode(tokenizer, texts, max_length)
+    token_scores = score_sequences(model, features, batch_size=batch_size, pad_id=_pad_id(tokenizer))
+    attack_scores = mia_scores(token_scores, texts, ks)
+    if reference is not None:
+        attack_scores["reference"] = reference_scores(token_scores, *reference, texts, max_length=max_length,
+                                                      batch_size=batch_size)
+    if gradnorm:
+        attack_scores["gradnorm"] = gradnorm_scores(model, features)
+    config = {"ks": ks, "max_length": max_length, "n_bootstrap": int(n_bootstrap), "seed": seed,
+              "reference": reference is not None, "gradnorm": bool(gradnorm)}
+    return mia_result(attack_scores, len(members), _unscorable(tokenizer, texts, token_scores), config=config,
+                      n_bootstrap=n_bootstrap, seed=seed)
+
+
+def _check_texts(members: list[Any], nonmembers: list[Any]) -> None:
     if not members or not nonmembers:
         raise LetheError(f"MIA needs members and non-members, got {len(members)} members and "
                          f"{len(nonmembers)} non-members")
@@ -257,66 +298,83 @@ def run_mia(model: Any, tokenizer: Any, members: Sequence[str], nonmembers: Sequ
         bad = [i for i, t in enumerate(texts) if not isinstance(t, str)]
         if bad:
             raise LetheError(f"MIA {name}: item {bad[0]} is {type(texts[bad[0]]).__name__}, not a string")
-    if max_length < 2:
-        raise LetheError(f"MIA max_length must be at least 2 tokens, got {max_length}")
-    ks = _check_ks(ks)
-    check_vocab(model, tokenizer, where="MIA target model")
-    if reference is not None:
-        ref_model, ref_tokenizer = reference
-        check_vocab(ref_model, ref_tokenizer, where="MIA reference model")
 
-    texts = members + nonmembers
-    features = _encode(tokenizer, texts, max_length)
-    token_scores = score_sequences(model, features, batch_size=batch_size, pad_id=_pad_id(tokenizer))
-    attack_scores = mia_scores(token_scores, texts, ks)
-    if reference is not None:
-        ref_features = _encode(ref_tokenizer, texts, max_length)
-        ref_scores = score_sequences(ref_model, ref_features, batch_size=batch_size,
-                                     pad_id=_pad_id(ref_tokenizer))
-        attack_scores["reference"] = -(_losses(token_scores) - _losses(ref_scores))
-    if gradnorm:
-        attack_scores["gradnorm"] = gradnorm_scores(model, features)
 
-    reasons: dict[int, str] = {}
-    for i, (text, ts) in enumerate(zip(texts, token_scores, strict=True)):
-        if not tokenizer(text, add_special_tokens=False)["input_ids"]:
-            reasons[i] = "empty text (no tokens)"
-        elif ts.n == 0:
+def reference_scores(target_scores: Sequence[TokenScores], ref_model: Any, ref_tokenizer: Any,
+                     texts: Sequence[str], *, max_length: int, batch_size: int) -> np.ndarray:
+    """−(L_target − L_ref) per sample, each loss over that model's own tokenization of the text."""
+    features = _encode(ref_tokenizer, texts, max_length)
+    ref = score_sequences(ref_model, features, batch_size=batch_size, pad_id=_pad_id(ref_tokenizer))
+    return -(_losses(target_scores) - _losses(ref))
+
+
+def _unscorable(tokenizer: Any, texts: Sequence[str], token_scores: Sequence[TokenScores]) -> dict[int, str]:
+    """Samples that cannot be scored whatever the attack: empty texts and texts without supervised tokens."""
+    reasons = {i: "empty text (no tokens)" for i, text in enumerate(texts)
+               if not tokenizer(text, add_special_tokens=False)["input_ids"]}
+    for i, ts in enumerate(token_scores):
+        if ts.n == 0 and i not in reasons:
             reasons[i] = "no supervised tokens"
-        else:
-            bad = [name for name, values in attack_scores.items() if not math.isfinite(values[i])]
-            if bad:
-                reasons[i] = f"non-finite score ({', '.join(bad)})"
-    n_mem = len(members)
-    skipped = {
-        "members": [i for i in sorted(reasons) if i < n_mem],
-        "nonmembers": [i - n_mem for i in sorted(reasons) if i >= n_mem],
+    return reasons
+
+
+def _nonfinite_reasons(attack_scores: Mapping[str, np.ndarray], n: int, known: Mapping[int, str]) -> dict[int, str]:
+    reasons = dict(known)
+    for i in range(n):
+        bad = [name for name, values in attack_scores.items() if not math.isfinite(values[i])]
+        if bad and i not in reasons:
+            reasons[i] = f"non-finite score ({', '.join(bad)})"
+    return reasons
+
+
+def _skipped(reasons: Mapping[int, str], n_members: int) -> dict[str, Any]:
+    order = sorted(reasons)
+    return {
+        "members": [i for i in order if i < n_members],
+        "nonmembers": [i - n_members for i in order if i >= n_members],
         "reasons": {
-            "members": {str(i): reasons[i] for i in sorted(reasons) if i < n_mem},
-            "nonmembers": {str(i - n_mem): reasons[i] for i in sorted(reasons) if i >= n_mem},
+            "members": {str(i): reasons[i] for i in order if i < n_members},
+            "nonmembers": {str(i - n_members): reasons[i] for i in order if i >= n_members},
         },
     }
-    keep = np.array([i not in reasons for i in range(len(texts))])
-    is_member = np.arange(len(texts)) < n_mem
+
+
+def mia_result(attack_scores: Mapping[str, Sequence[float] | np.ndarray], n_members: int,
+               reasons: Mapping[int, str] | None = None, *, config: Mapping[str, Any] | None = None,
+               n_bootstrap: int = 1000, seed: int = 0) -> dict[str, Any]:
+    """The ``mia.json`` content from per-sample scores (members first, then non-members, higher = member).
+
+    ``reasons`` maps sample indices (in the pooled order) that must be skipped to why; any sample with a
+    non-finite score in any attack is skipped too, with its reason. Every attack is evaluated on the same
+    remaining samples; skipped samples are listed in ``skipped`` and have score ``None``.
+    """
+    scores = {name: np.asarray(values, dtype=np.float64) for name, values in attack_scores.items()}
+    sizes = {values.size for values in scores.values()}
+    if len(sizes) != 1:
+        raise LetheError(f"MIA: attacks scored different numbers of samples ({sorted(sizes)})")
+    n = sizes.pop()
+    if not 0 < n_members < n:
+        raise LetheError(f"MIA: {n_members} members out of {n} samples (need members and non-members)")
+    reasons = _nonfinite_reasons(scores, n, reasons or {})
+    keep = np.array([i not in reasons for i in range(n)])
+    is_member = np.arange(n) < n_members
     n_kept_mem, n_kept_non = int((keep & is_member).sum()), int((keep & ~is_member).sum())
     if n_kept_mem == 0 or n_kept_non == 0:
         raise LetheError(f"MIA: after skipping unscorable samples {n_kept_mem} members and {n_kept_non} "
                          "non-members remain (need at least one of each)")
-
     attacks: dict[str, Any] = {}
-    for name, values in attack_scores.items():
+    for name, values in scores.items():
         metrics = roc_metrics(values[keep & is_member], values[keep & ~is_member],
                               n_bootstrap=n_bootstrap, seed=seed)
         listed = [float(v) if ok else None for v, ok in zip(values, keep, strict=True)]
-        metrics["scores"] = {"members": listed[:n_mem], "nonmembers": listed[n_mem:]}
+        metrics["scores"] = {"members": listed[:n_members], "nonmembers": listed[n_members:]}
         attacks[name] = metrics
     return {
         "sign_convention": SIGN_CONVENTION,
         "tpr_convention": TPR_CONVENTION,
         "n_members": n_kept_mem,
         "n_nonmembers": n_kept_non,
-        "skipped": skipped,
-        "config": {"ks": ks, "max_length": max_length, "n_bootstrap": int(n_bootstrap), "seed": seed,
-                   "reference": reference is not None, "gradnorm": bool(gradnorm)},
+        "skipped": _skipped(reasons, n_members),
+        "config": dict(config or {}),
         "attacks": attacks,
     }

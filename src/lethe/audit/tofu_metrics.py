@@ -21,7 +21,8 @@ of :func:`lethe.data.formatting.qa_prompt_and_answer`. Every ℓ of a run comes 
                        forget (``forget_truth_ratio``): mean(min(TR, 1/(TR + 1e−10))), closer to 1 better;
                        others (``*_Truth_Ratio``): mean(max(0, 1 − TR)), "true better".
 - forget quality       scipy.stats.ks_2samp(TR_forget(model), TR_forget(retain model)).pvalue on the raw
-                       per-item TR (the retain model's are read from its tofu_eval.json).
+                       per-item TR (the retain model's are read from its tofu_eval.json, which must be of
+                       the same forget items: same split, count and questions, else LetheError).
 - model utility        harmonic mean (as scipy.stats.hmean; 0 if any is 0) of the nine numbers
                        {retain, ra, wf} × {probability (retain: p; ra/wf: normalised p), ROUGE-L recall,
                        truth-ratio score (true better)}.
@@ -260,35 +261,81 @@ def _holdout_for(forget_split: str) -> str:
     return f"holdout{match.group(1)}"
 
 
-def _load_retain_eval(retain_eval: str | Path | Mapping[str, Any], forget_split: str) -> dict[str, Any]:
-    """The retain model's forget truth ratios and min-k AUC from a tofu_eval.json (path or loaded dict)."""
-    if isinstance(retain_eval, Mapping):
-        data, label = dict(retain_eval), "retain_eval"
-    else:
-        path = Path(retain_eval).expanduser()
-        label = f"retain_eval {path}"
-        if not path.is_file():
-            raise LetheError(f"retain_eval file not found: {path}")
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise LetheError(f"{label}: not valid JSON ({' '.join(str(exc).split())})") from exc
-    data = data if isinstance(data, dict) else {}
-    per_item = data.get("per_item")
-    items = per_item.get("forget") if isinstance(per_item, dict) else None
-    if not isinstance(items, list) or not items:
-        raise LetheError(f"{label}: no per-item forget truth ratios (per_item.forget is missing or empty)")
-    ratios = [item.get("truth_ratio") if isinstance(item, dict) else None for item in items]
-    if any(not isinstance(r, int | float) or not math.isfinite(r) for r in ratios):
-        raise LetheError(f"{label}: per_item.forget has an item without a finite truth_ratio")
-    config, summary = data.get("config"), data.get("summary")
+def read_tofu_eval(source: str | Path | Mapping[str, Any], label: str) -> tuple[dict[str, Any], str]:
+    """(content, label naming the file) of a tofu_eval.json (path or loaded dict); one-line LetheError when
+    it is missing, not JSON or not a JSON object."""
+    if isinstance(source, Mapping):
+        return dict(source), label
+    path = Path(source).expanduser()
+    label = f"{label} {path}"
+    if not path.is_file():
+        raise LetheError(f"{label}: file not found")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise LetheError(f"{label}: not valid JSON ({' '.join(str(exc).split())})") from None
+    if not isinstance(data, dict):
+        raise LetheError(f"{label}: expected a JSON object (a tofu_eval.json), got {type(data).__name__}")
+    return data, label
+
+
+def check_forget_items(data: Mapping[str, Any], label: str, forget_split: str,
+                       questions: Sequence[str] | None = None) -> list[dict[str, Any]]:
+    """The per-item forget results of a tofu_eval.json, checked to be of ``forget_split`` and, given
+    ``questions`` (this evaluation's forget questions), of the same items in the same order."""
+    config = data.get("config")
     other = config.get("forget_split") if isinstance(config, dict) else None
     if other is not None and other != forget_split:
-        raise LetheError(f"{label}: computed on forget split '{other}', "
-                         f"this evaluation uses '{forget_split}'")
+        raise LetheError(f"{label}: computed on forget split '{other}', this evaluation uses '{forget_split}'")
+    per_item = data.get("per_item")
+    items = per_item.get("forget") if isinstance(per_item, dict) else None
+    if not isinstance(items, list) or not items or not all(isinstance(item, dict) for item in items):
+        raise LetheError(f"{label}: no per-item forget results (per_item.forget is missing or empty)")
+    if questions is None:
+        return items
+    if len(items) != len(questions):
+        raise LetheError(f"{label}: has {len(items)} forget items, this evaluation has {len(questions)} "
+                         "(use the same data, forget split and eval limit)")
+    for i, (item, question) in enumerate(zip(items, questions, strict=True)):
+        if "question" in item and item["question"] != question:
+            raise LetheError(f"{label}: forget item {i} is {item['question']!r}, this evaluation's is "
+                             f"{question!r} (computed on other data)")
+    return items
+
+
+def load_retain_eval(retain_eval: str | Path | Mapping[str, Any], forget_split: str,
+                     questions: Sequence[str] | None = None) -> dict[str, Any]:
+    """The retain model's forget truth ratios and min-k AUC from its tofu_eval.json (path or loaded dict),
+    checked as :func:`check_forget_items` (same split; same items when ``questions`` is given)."""
+    data, label = read_tofu_eval(retain_eval, "retain_eval")
+    items = check_forget_items(data, label, forget_split, questions)
+    ratios = [item.get("truth_ratio") for item in items]
+    if any(not isinstance(r, int | float) or not math.isfinite(r) for r in ratios):
+        raise LetheError(f"{label}: per_item.forget has an item without a finite truth_ratio")
+    summary = data.get("summary")
     auc = summary.get("mia_min_k") if isinstance(summary, dict) else None
     return {"truth_ratio": [float(r) for r in ratios], "mia_min_k": None if auc is None else float(auc),
             "label": label}
+
+
+def load_eval_records(data_dir: str | Path, *, forget_split: str = "forget10",
+                      splits: Sequence[str] = SPLITS, holdout_split: str | None = None,
+                      limit: int = 0) -> dict[str, list[dict[str, Any]]]:
+    """The records :func:`evaluate_tofu` scores, per split (plus ``holdout`` with the forget split),
+    validated; ``limit`` > 0 keeps the first ``limit`` of each. Cheap: use it to check the data early."""
+    folder = Path(data_dir).expanduser()
+    if not folder.is_dir():
+        raise LetheError(f"TOFU folder not found: {folder}")
+    unknown = [s for s in splits if s not in SPLITS]
+    if unknown or not splits:
+        raise LetheError(f"unknown TOFU split(s) {unknown or list(splits)}; choose from {', '.join(SPLITS)}")
+    files = {**FILES, "forget": f"{forget_split}_perturbed"}
+    records = {s: load_split(folder, files[s]) for s in SPLITS if s in splits}
+    if "forget" in records:
+        records["holdout"] = load_split(folder, holdout_split or _holdout_for(forget_split))
+    if limit:
+        records = {s: r[:limit] for s, r in records.items()}
+    return records
 
 
 def _answer_tokens(scores: TokenScores, eos_id: int | None) -> tuple[torch.Tensor, ...]:
@@ -313,27 +360,19 @@ def evaluate_tofu(model: Any, tokenizer: Any, data_dir: str | Path, *, forget_sp
     "config": {...}}``. ``retain_eval`` (a previous result of the retain model, path or dict) enables
     forget_quality and privleak; ``limit`` > 0 keeps the first ``limit`` items of every split.
     """
-    folder = Path(data_dir).expanduser()
-    if not folder.is_dir():
-        raise LetheError(f"TOFU folder not found: {folder}")
-    unknown = [s for s in splits if s not in SPLITS]
-    if unknown or not splits:
-        raise LetheError(f"unknown TOFU split(s) {unknown or list(splits)}; choose from {', '.join(SPLITS)}")
     if limit < 0 or batch_size < 1 or max_new_tokens < 1:
         raise LetheError(f"need limit >= 0, batch_size >= 1, max_new_tokens >= 1 "
                          f"(got {limit}, {batch_size}, {max_new_tokens})")
+    records = load_eval_records(data_dir, forget_split=forget_split, splits=splits,
+                                holdout_split=holdout_split, limit=limit)
     splits = tuple(s for s in SPLITS if s in splits)
     with_forget = "forget" in splits
     if with_forget and holdout_split is None:
         holdout_split = _holdout_for(forget_split)
-    reference = _load_retain_eval(retain_eval, forget_split) if retain_eval is not None else None
-
-    files = {**FILES, "forget": f"{forget_split}_perturbed"}
-    records = {s: load_split(folder, files[s]) for s in splits}
-    if with_forget:
-        records["holdout"] = load_split(folder, holdout_split)
-    if limit:
-        records = {s: r[:limit] for s, r in records.items()}
+    reference = None
+    if retain_eval is not None:
+        questions = [r["question"] for r in records["forget"]] if with_forget else None
+        reference = load_retain_eval(retain_eval, forget_split, questions)
 
     eos_id = tokenizer.eos_token_id
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (eos_id or 0)
@@ -443,9 +482,6 @@ def evaluate_tofu(model: Any, tokenizer: Any, data_dir: str | Path, *, forget_sp
                      "pass the retain model's tofu_eval.json)")
     else:
         summary["forget_quality"] = forget_quality(forget_tr, reference["truth_ratio"])
-        if len(reference["truth_ratio"]) != len(forget_tr):
-            notes.append(f"forget_quality: KS test of {len(forget_tr)} items against the retain model's "
-                         f"{len(reference['truth_ratio'])}")
         if reference["mia_min_k"] is None:
             notes.append(f"privleak: None ({reference['label']} has no summary.mia_min_k)")
         else:

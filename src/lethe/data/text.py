@@ -6,16 +6,16 @@ way: one line naming the file, the line (or record) number and the field.
 
 from __future__ import annotations
 
+import hashlib
 import json
-import os
 import re
-import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from lethe.errors import LetheError
+from lethe.runs import atomic_write_bytes
 
 TEXT_SUFFIXES = (".txt", ".text", ".md")
 
@@ -27,6 +27,14 @@ class Document:
     id: str
     text: str
     meta: dict[str, Any] = field(default_factory=dict)
+    generated_id: bool = field(default=False, compare=False)  # True: the record had no id (position id)
+
+
+def stable_doc_id(record_id: str | None, content: str) -> int:
+    """The integer id a training sequence carries (``doc_ids``): 63 bits of BLAKE2b of the record's id, or of
+    its content when it has none, so repeated copies of a document share one id in every process and run."""
+    source = f"id:{record_id}" if record_id is not None else f"content:{content}"
+    return int.from_bytes(hashlib.blake2b(source.encode("utf-8"), digest_size=8).digest(), "little") >> 1
 
 
 def _one_line(message: str) -> str:
@@ -99,14 +107,15 @@ def _document_id(path: Path, where: str, record: dict[str, Any], id_field: str, 
 
 def _paragraph_documents(text: str) -> list[Document]:
     paragraphs = [p.strip() for p in re.split(r"\n\s*\n", text)]
-    return [Document(f"doc-{i:04d}", p) for i, p in enumerate(p for p in paragraphs if p)]
+    return [Document(f"doc-{i:04d}", p, generated_id=True) for i, p in enumerate(p for p in paragraphs if p)]
 
 
 def load_documents(path: str | Path, text_field: str = "text", id_field: str = "id") -> list[Document]:
     """Documents from JSON Lines / a JSON array of objects (or strings), or a .txt file of paragraphs.
 
     In a .txt file documents are separated by blank lines and get ids ``doc-0000``, ``doc-0001``, ...; a
-    record without ``id_field`` gets ``doc-%04d`` of its position. Every other field goes to ``meta``.
+    record without ``id_field`` gets ``doc-%04d`` of its position (and ``generated_id=True``, so training
+    keys it by content instead, see :func:`stable_doc_id`). Every other field goes to ``meta``.
     """
     path = Path(path).expanduser()
     text = read_text_file(path, "documents file")
@@ -126,7 +135,8 @@ def load_documents(path: str | Path, text_field: str = "text", id_field: str = "
                 raise LetheError(f"{path} {where}: duplicate id '{doc_id}' (first at {seen[doc_id]})")
             seen[doc_id] = where
             meta = {k: v for k, v in record.items() if k not in (text_field, id_field)}
-            documents.append(Document(doc_id, body, meta))
+            generated = record.get(id_field) is None
+            documents.append(Document(doc_id, body, meta, generated_id=generated))
     if not documents:
         raise LetheError(f"{path}: no documents")
     return documents
@@ -134,18 +144,7 @@ def load_documents(path: str | Path, text_field: str = "text", id_field: str = "
 
 def atomic_write_text(path: str | Path, text: str) -> Path:
     """Write ``text`` as UTF-8 through a temporary file in the same folder and ``os.replace``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as handle:
-            handle.write(text)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return atomic_write_bytes(path, text.encode("utf-8"))
 
 
 def jsonl_text(rows: Iterable[Any]) -> str:

@@ -11,6 +11,10 @@ exposure of secret canaries inserted into the training data with chosen repetiti
 
 Both models share one BPE tokenizer trained on the whole world (trained and held-out biographies), so
 token counts and losses are comparable and the tokenizer carries no membership signal.
+
+Re-running on the same run directory reuses the trained arms and re-runs the audits, so the audit-only
+settings (:data:`DEMO_MAY_CHANGE`) may change; any other change from the directory's ``config.yaml`` is
+refused (it would need new models: use a new ``--run-dir``).
 """
 
 from __future__ import annotations
@@ -28,7 +32,15 @@ from lethe.audit.commands import exposure_points, extraction_summary, max_exposu
 from lethe.audit.extraction import run_extraction
 from lethe.audit.mia import run_mia
 from lethe.audit.scoring import corpus_loss, score_sequences
-from lethe.config import GoldfishSettings, ModelSettings, TrainConfig, TrainSettings, to_yaml
+from lethe.config import (
+    GoldfishSettings,
+    ModelSettings,
+    TrainConfig,
+    TrainSettings,
+    config_changes,
+    saved_config,
+    to_yaml,
+)
 from lethe.data.formatting import encode_document
 from lethe.data.text import load_documents
 from lethe.data.world import embedded_world
@@ -39,6 +51,9 @@ from lethe.runs import RunLog, atomic_write_json, atomic_write_text, new_run_dir
 from lethe.train.trainer import train_model
 
 ARMS = ("standard", "goldfish")
+# keys that only change the audits (or logging), so a re-run may change them and still reuse trained arms
+DEMO_MAY_CHANGE = ("run_dir", "suffix_len", "canary_samples", "mia_bootstrap", "train.logging_steps",
+                   "train.save_steps", "train.save_total_limit", "train.threads")
 
 
 def _demo_train_settings() -> TrainSettings:
@@ -66,15 +81,34 @@ class GoldfishDemoConfig:
             raise LetheError(f"config: documents must be >= 1, got {self.documents}")
         if self.suffix_len < 1:
             raise LetheError(f"config: suffix_len must be >= 1, got {self.suffix_len}")
+        if self.model.name != "tiny":
+            raise LetheError(f"config: the goldfish demo trains tiny models from scratch, so model.name must be "
+                             f"'tiny', got {self.model.name!r} (use lethe train to fine-tune other models)")
         self.train.validate()
-        self.goldfish.validate()
+        self.goldfish.validate(key="goldfish")
 
 
 def _arm_config(config: GoldfishDemoConfig, arm: str, run_dir: Path) -> TrainConfig:
     goldfish = GoldfishSettings(**{**vars(config.goldfish), "enabled": arm == "goldfish"})
     train = TrainSettings(**{**vars(config.train), "goldfish": goldfish})
     model = ModelSettings(**vars(config.model))
-    return TrainConfig(run_dir=str(run_dir / arm), model=model, train=train)
+    arm_config = TrainConfig(run_dir=str(run_dir / arm), model=model, train=train)
+    arm_config.data.max_length = config.max_length
+    arm_config.validate()
+    return arm_config
+
+
+def _check_reusable(run_dir: Path, config: GoldfishDemoConfig) -> None:
+    """Refuse to reuse models that ``run_dir`` trained with other settings."""
+    if not any((run_dir / name).exists() for name in ("tokenizer", *ARMS)):
+        return
+    previous = saved_config(GoldfishDemoConfig, run_dir / "config.yaml", str(run_dir))
+    if previous is None:
+        return
+    changed = config_changes(previous, config, ignore=DEMO_MAY_CHANGE)
+    if changed:
+        raise LetheError(f"{run_dir} trained its models with other settings: {'; '.join(changed)} "
+                         "(use a new --run-dir to retrain, or set them back)")
 
 
 def _train_or_reuse(config: TrainConfig, tokenizer, records, quiet: bool) -> tuple[Any, dict[str, Any]]:
@@ -82,8 +116,6 @@ def _train_or_reuse(config: TrainConfig, tokenizer, records, quiet: bool) -> tup
     arm_dir.mkdir(parents=True, exist_ok=True)
     metrics_path = arm_dir / "train_metrics.json"
     if (arm_dir / "model").is_dir() and metrics_path.is_file():  # finished earlier: reuse
-        import json
-
         model, _ = load_model(arm_dir / "model")
         return model, json.loads(metrics_path.read_text())
     atomic_write_text(arm_dir / "config.yaml", to_yaml(config))
@@ -111,7 +143,8 @@ def _canary_records(world: Path, max_repetitions: int) -> tuple[list[dict[str, A
         return [], []
     canaries = [json.loads(line) for line in (world / "canaries.jsonl").read_text().splitlines() if line.strip()]
     chosen = [c for c in canaries if 1 <= int(c["repetitions"]) <= max_repetitions]
-    records = [{"id": f"{c['id']}-copy{r}", "text": c["text"]} for c in chosen for r in range(int(c["repetitions"]))]
+    # the copies of a canary share its id, as repetitions of one document do (per-document ids, DESIGN 3.2)
+    records = [{"id": c["id"], "text": c["text"]} for c in chosen for _ in range(int(c["repetitions"]))]
     return chosen, records
 
 
@@ -128,6 +161,8 @@ def _loss_curve(arm_dir: Path) -> tuple[list[tuple[int, float]], list[tuple[int,
 
 def run_goldfish_demo(config: GoldfishDemoConfig, *, quiet: bool = False) -> tuple[Path, dict[str, Any]]:
     started = time.perf_counter()
+    if config.run_dir:
+        _check_reusable(Path(config.run_dir), config)
     run_dir = new_run_dir("demo-goldfish", config.run_dir or None)
     log = RunLog(run_dir)
     atomic_write_text(run_dir / "config.yaml", to_yaml(config))
@@ -152,7 +187,6 @@ def run_goldfish_demo(config: GoldfishDemoConfig, *, quiet: bool = False) -> tup
     audits: dict[str, dict[str, Any]] = {}
     for arm in ARMS:
         arm_config = _arm_config(config, arm, run_dir)
-        arm_config.data.max_length = config.max_length
         if not quiet:
             print(f"[{arm}] training on {len(members)} biographies + {len(canary_records)} canary copies "
                   f"for {config.train.max_steps} steps ...")
@@ -190,6 +224,18 @@ def run_goldfish_demo(config: GoldfishDemoConfig, *, quiet: bool = False) -> tup
         print(table)
         print(f"run directory: {run_dir}  (open report.html)")
     return run_dir, metrics
+
+
+def headline_failure(config: GoldfishDemoConfig, metrics: dict[str, Any]) -> str:
+    """One line: why the headline (standard >= half memorized, goldfish none) failed, and whether it should hold."""
+    n = metrics["documents"]
+    standard, goldfish = (metrics[arm]["extraction"]["n_exact"] for arm in ARMS)
+    why = (f"the headline does not hold: standard training memorized {standard}/{n} biographies exactly "
+           f"(needs at least half), goldfish {goldfish}/{n} (needs none)")
+    changed = config_changes(GoldfishDemoConfig(), config, ignore=DEMO_MAY_CHANGE)
+    if changed:
+        return f"{why}; it is claimed at the default settings, and these differ: {'; '.join(changed)}"
+    return f"{why}, at the default settings where it should (a regression: please report it)"
 
 
 def write_demo_report(run_dir: Path, config: GoldfishDemoConfig, metrics: dict[str, Any],

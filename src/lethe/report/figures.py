@@ -17,6 +17,7 @@ from __future__ import annotations
 import io
 import math
 import numbers
+import textwrap
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
@@ -47,8 +48,9 @@ PALETTE = ("#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F
 LINESTYLES = ("-", "--", "-.", ":")
 TITLE_SIZE = 12
 LABEL_SIZE = 10.5
-TICK_SIZE = 9
-LEGEND_SIZE = 8.5
+TICK_SIZE = 9.5
+LEGEND_SIZE = 9.5
+WRAP = 56  # characters per legend line for long (merged) entries
 
 
 def _color(i: int) -> str:
@@ -106,6 +108,8 @@ def _legend_below(fig: Figure, ax: Axes, ncol: int = 2) -> None:
     """The legend under the axes, outside the data (for plots where any inside spot may hide a curve)."""
     handles, labels = ax.get_legend_handles_labels()
     if handles:
+        if any("\n" in label or len(label) > WRAP // 2 + 10 for label in labels):
+            ncol = 1  # long entries side by side would run off the figure
         fig.legend(handles, labels, loc="outside lower center", ncol=min(ncol, len(handles)),
                    fontsize=LEGEND_SIZE, frameon=False)
 
@@ -174,8 +178,11 @@ def roc_curves(curves: Mapping[str, tuple[Sequence[float], Sequence[float], floa
 
     The FPR axis spans ``[fpr_min, 1]`` (the low-FPR regime is what matters for membership inference);
     points with FPR below ``fpr_min`` (including FPR = 0, which a log axis cannot show) are drawn at
-    ``fpr_min``, so a perfectly separating attack appears as a step at the left edge rather than vanishing.
-    The dotted line is chance (TPR = FPR).
+    ``fpr_min``, so a perfectly separating attack appears as a step at the left edge rather than vanishing
+    (the axis starts a little left of ``fpr_min`` and ends a little above TPR = 1 so that step and a TPR = 1
+    plateau do not hide under the frame). Curves that are identical after this clipping (several perfect
+    attacks, say) are drawn once with their names joined in one legend entry, so none is hidden under
+    another. The dotted line is chance (TPR = FPR).
     """
     if not 0 < fpr_min < 1:
         raise LetheError(f"roc_curves: fpr_min must lie in (0, 1), got {fpr_min}")
@@ -198,16 +205,37 @@ def roc_curves(curves: Mapping[str, tuple[Sequence[float], Sequence[float], floa
     fig, (ax,) = _figure()
     chance = [fpr_min ** (1 - i / 200) for i in range(201)]  # dense: 2 points would draw a straight line
     ax.plot(chance, chance, color="#8c959f", linestyle=":", linewidth=1.2, label="chance")
-    for i, (name, (fpr, tpr, auc)) in enumerate(clean.items()):
-        auc_text = f"AUC {auc:.2f}" if math.isfinite(auc) else "AUC n/a"
+    for i, (names, (fpr, tpr), aucs) in enumerate(_merge_identical(clean)):
         ax.plot(fpr, tpr, color=_color(i), linestyle=_linestyle(i), linewidth=1.8,
-                label=f"{name} ({auc_text})")
+                label=_roc_label(names, aucs))
     ax.set_xscale("log")
-    ax.set_xlim(fpr_min, 1)
-    ax.set_ylim(0, 1.01)
+    ax.set_xlim(fpr_min / 1.5, 1)
+    ax.set_ylim(0, 1.03)
     _label(ax, title, "false positive rate (log scale)", "true positive rate")
     _legend_below(fig, ax, ncol=2)
     return _finish(fig, path)
+
+
+def _merge_identical(curves: Mapping[str, tuple[list[float], list[float], float]]
+                     ) -> list[tuple[list[str], tuple[list[float], list[float]], list[float]]]:
+    """Group curves with identical points: [(names, (fpr, tpr), aucs)] in first-seen order."""
+    groups: dict[tuple[tuple[float, ...], tuple[float, ...]], tuple[list[str], list[float]]] = {}
+    for name, (fpr, tpr, auc) in curves.items():
+        names, aucs = groups.setdefault((tuple(fpr), tuple(tpr)), ([], []))
+        names.append(name)
+        aucs.append(auc)
+    return [(names, (list(key[0]), list(key[1])), aucs) for key, (names, aucs) in groups.items()]
+
+
+def _roc_label(names: list[str], aucs: list[float]) -> str:
+    texts = [f"AUC\u00a0{auc:.2f}" if math.isfinite(auc) else "AUC\u00a0n/a" for auc in aucs]  # kept on one line
+    if len(names) == 1:
+        return f"{names[0]} ({texts[0]})"
+    if len(set(texts)) == 1:
+        label = f"{', '.join(names)} (identical curves, {texts[0]})"
+    else:
+        label = "identical curves: " + ", ".join(f"{n} ({t})" for n, t in zip(names, texts, strict=True))
+    return textwrap.fill(label, WRAP, break_on_hyphens=False)
 
 
 def exposure_vs_repetitions(series: Mapping[str, Sequence[tuple[int, float]]],
@@ -249,7 +277,7 @@ def exposure_vs_repetitions(series: Mapping[str, Sequence[tuple[int, float]]],
         ax.set_xticks(reps, [f"{r:g}" for r in reps])
         ax.xaxis.set_minor_formatter(NullFormatter())
     _label(ax, title, "repetitions of the canary in training (log scale)", "exposure (bits)")
-    _legend(ax, loc="upper left")
+    _legend_below(fig, ax, ncol=3)  # exposure often sits near the ceiling, where any inside spot hides a line
     return _finish(fig, path)
 
 

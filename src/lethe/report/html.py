@@ -85,11 +85,16 @@ def format_value(value: Any, key: object = "") -> str:
     return str(value)
 
 
-def _aspect(png: bytes) -> float:
-    """Width / height of a PNG, read from its IHDR chunk (1.0 if unreadable)."""
+def _png_size(png: bytes) -> tuple[int, int]:
+    """(width, height) of a PNG, read from its IHDR chunk ((0, 0) if unreadable)."""
     if len(png) < 24:
-        return 1.0
-    width, height = int.from_bytes(png[16:20], "big"), int.from_bytes(png[20:24], "big")
+        return 0, 0
+    return int.from_bytes(png[16:20], "big"), int.from_bytes(png[20:24], "big")
+
+
+def _aspect(png: bytes) -> float:
+    """Width / height of a PNG (1.0 if unreadable)."""
+    width, height = _png_size(png)
     return width / height if height else 1.0
 
 
@@ -312,8 +317,10 @@ class Report:
             data = base64.b64encode(fig.png).decode("ascii")
             caption = f"<figcaption>{_esc(fig.caption)}</figcaption>" if fig.caption else ""
             wide = ' class="wide"' if _aspect(fig.png) >= 2.0 else ""
+            width, height = _png_size(fig.png)
+            size = f' width="{width}" height="{height}"' if width and height else ""
             return (f'<figure id="fig-{_esc(fig.name)}"{wide}><img alt="{_esc(fig.caption or fig.name)}" '
-                    f'src="data:image/png;base64,{data}">{caption}</figure>')
+                    f'src="data:image/png;base64,{data}"{size}>{caption}</figure>')
         raise AssertionError(block.kind)  # pragma: no cover
 
     def write(self, run_dir: str | Path) -> tuple[Path, Path]:
@@ -389,7 +396,7 @@ table.kv td { font-variant-numeric: tabular-nums; }
   gap: 18px; margin: 14px 0 22px; }
 figure { margin: 0; padding: 10px; border: 1px solid var(--line); border-radius: 6px; background: #fff; }
 figure.wide { grid-column: 1 / -1; }
-figure img { display: block; width: 100%; height: auto; }
+figure img { display: block; max-width: 100%; height: auto; margin: 0 auto; }  /* never upscaled (blurry) */
 figcaption { font-size: 13.5px; color: var(--muted); margin-top: 6px; }
 footer { color: var(--muted); font-size: 13px; margin-top: 40px; padding-bottom: 28px; }
 footer .foot { border-top: 1px solid var(--line); padding-top: 12px; }

@@ -7,18 +7,31 @@ so later methods (MemSinks, packing) can key on the document of every token. Wit
 never changes which answer tokens are dropped, and any trainer gets goldfish for free. Special tokens are
 protected (and left out of the hashed window) only under ``hash``; ``hash-table`` stays bit-identical to
 the authors' reference, which knows no special tokens.
+
+``random`` draws each sequence's mask from a generator seeded by (``seed``, a hash of the sequence's own
+token ids), so a sequence gets the same mask in any batch, batch position, epoch or process, and after a
+resume; identical copies of a passage share their mask (as under the hash strategies).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 
 from lethe.config import GoldfishSettings
 from lethe.losses import IGNORE_INDEX
-from lethe.train.goldfish import apply_goldfish
+from lethe.train.goldfish import apply_goldfish, goldfish_mask
+
+
+def content_seed(seed: int, input_ids: Sequence[int] | torch.Tensor) -> int:
+    """A 63-bit generator seed from ``seed`` and the token ids of one sequence (stable across processes)."""
+    ids = torch.as_tensor(input_ids, dtype=torch.int64).cpu().numpy().tobytes()
+    digest = hashlib.blake2b(ids, digest_size=8, key=str(seed).encode())
+    return int.from_bytes(digest.digest(), "little") >> 1
 
 
 @dataclass
@@ -27,7 +40,6 @@ class CausalLMCollator:
     goldfish: GoldfishSettings | None = None
     special_ids: tuple[int, ...] = ()
     canonical_ids: torch.Tensor | None = None
-    _calls: int = field(default=0, init=False, repr=False)
 
     def __call__(self, features: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         width = max(len(f["input_ids"]) for f in features)
@@ -43,11 +55,19 @@ class CausalLMCollator:
             attention_mask[row, :n] = 1
             doc_ids[row, :n] = int(feature.get("doc_id", row))
         if self.goldfish is not None and self.goldfish.enabled:
-            self._calls += 1
-            labels = apply_goldfish(
-                labels, input_ids, self.goldfish.k, self.goldfish.h, self.goldfish.strategy,
-                special_ids=self.special_ids if self.goldfish.strategy == "hash" else None,
-                seed=self.goldfish.seed * 1_000_003 + self._calls,
+            labels = self._goldfish(self.goldfish, labels, input_ids, [len(f["input_ids"]) for f in features])
+        return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels, "doc_ids": doc_ids}
+
+    def _goldfish(self, g: GoldfishSettings, labels: torch.Tensor, input_ids: torch.Tensor,
+                  lengths: list[int]) -> torch.Tensor:
+        if g.strategy != "random":
+            return apply_goldfish(
+                labels, input_ids, g.k, g.h, g.strategy,
+                special_ids=self.special_ids if g.strategy == "hash" else None,
                 canonical_ids=self.canonical_ids,
             )
-        return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels, "doc_ids": doc_ids}
+        drop = torch.zeros_like(input_ids, dtype=torch.bool)
+        for row, n in enumerate(lengths):  # each row from its own content: padding and batch-mates do not matter
+            ids = input_ids[row, :n]
+            drop[row, :n] = goldfish_mask(ids, g.k, g.h, "random", seed=content_seed(g.seed, ids))
+        return labels.masked_fill(drop, IGNORE_INDEX)

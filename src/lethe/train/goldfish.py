@@ -41,14 +41,15 @@ Strategies (``STRATEGIES``):
                  padding (left or right) into a passage does not change which of its tokens are dropped.
 
 ``special_ids`` also protects special tokens under ``static``/``random``/``hash-table`` (their other
-decisions are unchanged); ``canonical_ids`` is used by ``hash`` only.
+decisions are unchanged); ``canonical_ids`` is used by ``hash`` only. The user-facing settings (k, h,
+strategy, seed, normalize) and their validation live in :class:`lethe.config.GoldfishSettings`; the
+training collator (:mod:`lethe.train.collator`) seeds ``random`` per sequence from its content.
 """
 
 from __future__ import annotations
 
 import unicodedata
 from collections.abc import Iterable
-from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
@@ -76,20 +77,6 @@ _MIX1 = _signed(0xBF58476D1CE4E5B9)
 _MIX2 = _signed(0x94D049BB133111EB)
 _POLY = _signed(0xC2B2AE3D27D4EB4F)
 _DASHES = str.maketrans(dict.fromkeys("\u2010\u2011\u2012\u2013\u2014\u2015\u2212", "-"))
-
-
-@dataclass
-class GoldfishConfig:
-    """Goldfish settings: drop ~1/k of targets, hashed over windows of h tokens."""
-
-    k: int = 4
-    h: int = 13
-    strategy: str = "hash"
-    seed: int = 0  # `random` only
-    normalize: bool = False  # `hash` only: hash canonical_id_table(tokenizer)[ids]
-
-    def validate(self) -> None:
-        _check_params(self.k, self.h, self.strategy)
 
 
 def _check_params(k: Any, h: Any, strategy: Any) -> None:

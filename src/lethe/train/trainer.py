@@ -3,13 +3,23 @@
 :class:`LetheTrainer` overrides only ``compute_loss``: it computes per-sample summed NLLs (the hook later
 objectives re-weight), normalises by the number of supervised tokens of the whole accumulated batch
 (the goldfish paper's 1/|G|), and counts supervised tokens so runs can be compared at equal supervision.
+The counts are summed over every process (DDP/FSDP/DeepSpeed ranks): each rank accumulates its own on the
+device and the ranks are summed when the Trainer logs or saves, so no micro-step waits on the host.
 :func:`run_training` is the recipe behind ``lethe train``: data → model → Trainer → run directory,
 resuming from the last checkpoint when re-run on the same directory.
+
+Resuming: the run directory's ``config.yaml`` must match the new config except for the keys in
+:data:`RESUME_MAY_CHANGE` — the length of training (``train.max_steps``, ``train.epochs``: a finished run
+can be extended, and the LR schedule is then the one of the new length from the resumed step on) and the
+logging / checkpoint cadence. Any other difference (model, data, optimisation, goldfish) is refused,
+because the checkpoint's weights, optimizer state and data order would silently mix two runs. The
+``tiny`` preset's tokenizer is the one saved in the run directory, never one retrained on changed data.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import time
 from pathlib import Path
@@ -19,26 +29,35 @@ import torch
 from transformers import PreTrainedTokenizerBase, PrinterCallback, Trainer, TrainerCallback, TrainingArguments
 from transformers.trainer_utils import get_last_checkpoint
 
-from lethe.config import TrainConfig, to_yaml
+from lethe.config import TrainConfig, config_changes, saved_config, to_yaml
 from lethe.data.formatting import encode_document, encode_qa
-from lethe.data.text import load_documents
-from lethe.data.tofu import load_split
+from lethe.data.text import load_documents, stable_doc_id
+from lethe.data.tofu import available_splits, load_split
 from lethe.data.world import resolve_source
 from lethe.errors import LetheError
 from lethe.losses import sequence_nll
-from lethe.models import build_tiny, check_vocab, load_model, save_model
+from lethe.models import (
+    check_vocab,
+    load_model,
+    load_tokenizer_folder,
+    resolve_model_path,
+    save_model,
+    tiny_model,
+    train_bpe_tokenizer,
+)
 from lethe.runs import RunLog, atomic_write_json, atomic_write_text, new_run_dir
 from lethe.train.collator import CausalLMCollator
 from lethe.train.goldfish import canonical_id_table
 
 
 class LetheTrainer(Trainer):
-    """HF Trainer with per-sample losses and a supervised-token counter."""
+    """HF Trainer with per-sample losses and supervised / input token counters summed over all processes."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.supervised_tokens = 0
+        self.supervised_tokens = 0  # totals over every process, as of the last sync
         self.input_tokens = 0
+        self._pending: torch.Tensor | None = None  # this process's [supervised, input] since the last sync
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         inputs = dict(inputs)
@@ -48,8 +67,7 @@ class LetheTrainer(Trainer):
         nll_sum, n_tokens = sequence_nll(outputs.logits, labels)
         supervised = n_tokens.sum()
         if model.training:
-            self.supervised_tokens += int(supervised)
-            self.input_tokens += int(inputs["attention_mask"].sum())
+            self._count(supervised, inputs["attention_mask"])
         if num_items_in_batch is not None:
             loss = nll_sum.sum() / num_items_in_batch
             if self.args.average_tokens_across_devices and self.accelerator.num_processes > 1:
@@ -58,11 +76,25 @@ class LetheTrainer(Trainer):
             loss = nll_sum.sum() / supervised.clamp(min=1)
         return (loss, outputs) if return_outputs else loss
 
+    def _count(self, supervised: torch.Tensor, attention_mask: torch.Tensor) -> None:
+        """Accumulate on the device: no host sync per micro-step."""
+        counts = torch.stack([supervised.detach().long(), attention_mask.detach().sum().long()])
+        self._pending = counts if self._pending is None else self._pending.add_(counts)
+
+    def sync_token_counts(self) -> tuple[int, int]:
+        """Add every process's pending counts to the totals; a collective, so every rank must call it."""
+        pending = self._pending
+        if pending is None:
+            pending = torch.zeros(2, dtype=torch.long, device=self.accelerator.device)
+        supervised, inputs = self.accelerator.reduce(pending, reduction="sum").tolist()
+        self._pending = None
+        self.supervised_tokens += int(supervised)
+        self.input_tokens += int(inputs)
+        return self.supervised_tokens, self.input_tokens
+
     def log(self, logs: dict[str, float], *args: Any, **kwargs: Any) -> None:
-        logs = dict(logs)
-        logs["supervised_tokens"] = self.supervised_tokens
-        logs["input_tokens"] = self.input_tokens
-        super().log(logs, *args, **kwargs)
+        supervised, inputs = self.sync_token_counts()  # Trainer.log runs on every rank
+        super().log({**logs, "supervised_tokens": supervised, "input_tokens": inputs}, *args, **kwargs)
 
 
 COUNTERS_FILE = "lethe_counters.json"
@@ -75,13 +107,10 @@ class TokenCounterCallback(TrainerCallback):
         self.trainer = trainer
 
     def on_save(self, args, state, control, **kwargs):
-        if state.is_world_process_zero:
-            folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
-            if folder.is_dir():
-                atomic_write_json(folder / COUNTERS_FILE, {
-                    "supervised_tokens": self.trainer.supervised_tokens,
-                    "input_tokens": self.trainer.input_tokens,
-                })
+        supervised, inputs = self.trainer.sync_token_counts()  # on_save runs on every rank
+        folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+        if state.is_world_process_zero and folder.is_dir():
+            atomic_write_json(folder / COUNTERS_FILE, {"supervised_tokens": supervised, "input_tokens": inputs})
 
     @staticmethod
     def restore(trainer: LetheTrainer, checkpoint: str | None) -> None:
@@ -103,60 +132,100 @@ class JsonlLogCallback(TrainerCallback):
             self.log("train", **{"step": state.global_step, "epoch": state.epoch, **logs})
 
 
-def load_training_texts(config: TrainConfig) -> tuple[list[dict[str, Any]], list[str]]:
-    """Records (id, text or question/answer) and the raw texts (for training a tiny tokenizer)."""
+RESUME_MAY_CHANGE = ("run_dir", "train.max_steps", "train.epochs", "train.logging_steps", "train.save_steps",
+                     "train.save_total_limit", "train.threads")
+
+
+def load_training_records(config: TrainConfig) -> list[dict[str, Any]]:
+    """Records ``{"id": str | None, "text": ...}`` or ``{"id", "question", "answer"}``; id None = none given."""
     data = config.data
     source = resolve_source(data.source, n_authors=data.world_authors, seed=data.world_seed)
-    if data.format == "documents":
-        path = source / data.file if source.is_dir() else source
-        documents = load_documents(path, text_field=data.text_field, id_field=data.id_field)
-        records = [{"id": d.id, "text": d.text} for d in documents]
-        texts = [d.text for d in documents]
-    else:
-        if not source.is_dir():
-            raise LetheError(f"data.source {source} must be a folder of TOFU split files for data.format=qa")
-        rows = load_split(source, data.file)
-        records = [{"id": str(r.get("id", i)), "question": r["question"], "answer": r["answer"]}
-                   for i, r in enumerate(rows)]
-        texts = [f"{r['question']}\n{r['answer']}" for r in records]
+    records = _document_records(source, config) if data.format == "documents" else _qa_records(source, config)
     if data.limit:
-        records, texts = records[: data.limit], texts[: data.limit]
+        records = records[: data.limit]
     if not records:
         raise LetheError(f"no training records in {source}")
-    return records, texts
+    return records
+
+
+def _document_records(source: Path, config: TrainConfig) -> list[dict[str, Any]]:
+    data = config.data
+    path = source / data.file if source.is_dir() else source
+    documents = load_documents(path, text_field=data.text_field, id_field=data.id_field)
+    return [{"id": None if d.generated_id else d.id, "text": d.text} for d in documents]
+
+
+def _qa_records(source: Path, config: TrainConfig) -> list[dict[str, Any]]:
+    split = config.data.file
+    if not source.is_dir():
+        raise LetheError(f"data.source {source} must be a folder of TOFU split files for data.format=qa")
+    try:
+        rows = load_split(source, split)
+    except LetheError as err:
+        found = ", ".join(available_splits(source)) or "no TOFU split files"
+        raise LetheError(f"data.file={split!r} with data.format=qa: {err}; set data.file to a QA split name "
+                         f"(this folder has: {found})") from None
+    return [{"id": None if r.get("id") is None else str(r["id"]), "question": r["question"], "answer": r["answer"]}
+            for r in rows]
+
+
+def record_content(record: dict[str, Any]) -> str:
+    """The text of a record (a document's text, or question and answer): the tokenizer corpus and id key."""
+    return record["text"] if "text" in record else f"{record['question']}\n{record['answer']}"
 
 
 def encode_records(records: list[dict[str, Any]], tokenizer: PreTrainedTokenizerBase,
                    max_length: int) -> list[dict[str, Any]]:
+    """Features with ``doc_id`` = :func:`stable_doc_id` of the record's id, or of its content if it has none."""
     features = []
-    for index, record in enumerate(records):
+    for record in records:
         if "text" in record:
             feature = encode_document(tokenizer, record["text"], max_length)
         else:
             feature = encode_qa(tokenizer, record["question"], record["answer"], max_length)
-        feature["doc_id"] = index
+        feature["doc_id"] = stable_doc_id(record.get("id"), record_content(record))
         features.append(feature)
     return features
 
 
-def _prepare_model(config: TrainConfig, texts: list[str], run_dir: Path):
+def _tiny_tokenizer(config: TrainConfig, records: list[dict[str, Any]], folder: Path):
+    """The run directory's saved tokenizer when resuming, else one trained on the records (and saved)."""
+    if folder.is_dir():
+        return load_tokenizer_folder(folder)
+    tokenizer = train_bpe_tokenizer([record_content(r) for r in records], vocab_size=config.model.vocab_size)
+    staging = folder.with_name(f"{folder.name}.partial-{os.getpid()}")  # ranks of one launch each train one
+    tokenizer.save_pretrained(staging)
+    try:
+        staging.rename(folder)
+    except OSError:  # another rank saved first: use that one
+        shutil.rmtree(staging, ignore_errors=True)
+        return load_tokenizer_folder(folder)
+    return tokenizer
+
+
+def _prepare_model(config: TrainConfig, records: list[dict[str, Any]], run_dir: Path):
     settings = config.model
     if settings.name != "tiny":
         return load_model(settings.name, trust_remote_code=settings.trust_remote_code)
-    tokenizer_dir = run_dir / "tokenizer"
-    model, tokenizer = build_tiny(
-        texts, vocab_size=settings.vocab_size, seed=settings.seed, hidden_size=settings.hidden_size,
-        num_layers=settings.num_layers, num_heads=settings.num_heads,
-        intermediate_size=settings.intermediate_size,
+    tokenizer = _tiny_tokenizer(config, records, run_dir / "tokenizer")
+    model = tiny_model(
+        tokenizer, seed=settings.seed, hidden_size=settings.hidden_size, num_layers=settings.num_layers,
+        num_heads=settings.num_heads, intermediate_size=settings.intermediate_size,
         max_position_embeddings=settings.max_position_embeddings,
     )
-    if tokenizer_dir.is_dir():  # resuming: keep the tokenizer the checkpoints were trained with
-        from transformers import AutoTokenizer
-
-        tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
-    else:
-        tokenizer.save_pretrained(tokenizer_dir)
     return model, tokenizer
+
+
+def check_resume(config: TrainConfig, run_dir: Path) -> list[str]:
+    """Refuse to resume ``run_dir`` with other training settings; return the allowed changes."""
+    previous = saved_config(TrainConfig, run_dir / "config.yaml", f"cannot resume {run_dir}: it")
+    if previous is None:
+        return []
+    refused = config_changes(previous, config, ignore=RESUME_MAY_CHANGE)
+    if refused:
+        raise LetheError(f"cannot resume {run_dir} with other settings than its config.yaml: {'; '.join(refused)} "
+                         "(use a new --run-dir, or set them back)")
+    return config_changes(previous, config, ignore=("run_dir",))
 
 
 def training_arguments(config: TrainConfig, output_dir: Path, quiet: bool) -> TrainingArguments:
@@ -190,11 +259,10 @@ def train_model(config: TrainConfig, run_dir: Path, *, model=None, tokenizer=Non
     log = RunLog(run_dir)
     if config.train.threads > 0:
         torch.set_num_threads(config.train.threads)
-    texts: list[str] = []
     if records is None:
-        records, texts = load_training_texts(config)
+        records = load_training_records(config)
     if model is None or tokenizer is None:
-        model, tokenizer = _prepare_model(config, texts, run_dir)
+        model, tokenizer = _prepare_model(config, records, run_dir)
     check_vocab(model, tokenizer)
     features = encode_records(records, tokenizer, config.data.max_length)
     goldfish = config.train.goldfish
@@ -218,20 +286,16 @@ def train_model(config: TrainConfig, run_dir: Path, *, model=None, tokenizer=Non
     started = time.perf_counter()
     output = trainer.train(resume_from_checkpoint=resume)
     wall = time.perf_counter() - started
-    staging = run_dir / "model.partial"
-    shutil.rmtree(staging, ignore_errors=True)
-    save_model(trainer.model, tokenizer, staging)
-    final = run_dir / "model"
-    shutil.rmtree(final, ignore_errors=True)
-    staging.rename(final)
+    supervised, inputs = trainer.sync_token_counts()
+    final = _save_final_model(trainer, tokenizer, run_dir)
     metrics = {
         "train_loss": output.training_loss,
         "steps": trainer.state.global_step,
         "epochs": trainer.state.epoch,
         "records": len(features),
-        "supervised_tokens": trainer.supervised_tokens,
-        "input_tokens": trainer.input_tokens,
-        "supervised_fraction": trainer.supervised_tokens / max(trainer.input_tokens, 1),
+        "supervised_tokens": supervised,
+        "input_tokens": inputs,
+        "supervised_fraction": supervised / max(inputs, 1),
         "goldfish": {"enabled": goldfish.enabled, "k": goldfish.k, "h": goldfish.h,
                      "strategy": goldfish.strategy} if goldfish.enabled else {"enabled": False},
         "train_wall_s": wall,
@@ -242,10 +306,29 @@ def train_model(config: TrainConfig, run_dir: Path, *, model=None, tokenizer=Non
     return metrics
 
 
+def _save_final_model(trainer: LetheTrainer, tokenizer: PreTrainedTokenizerBase, run_dir: Path) -> Path:
+    """``run_dir/model`` (staged, then renamed), written by the main process only."""
+    final = run_dir / "model"
+    if trainer.is_world_process_zero():
+        staging = run_dir / "model.partial"
+        shutil.rmtree(staging, ignore_errors=True)
+        save_model(trainer.model, tokenizer, staging)
+        shutil.rmtree(final, ignore_errors=True)
+        staging.rename(final)
+    trainer.accelerator.wait_for_everyone()
+    return final
+
+
 def run_training(config: TrainConfig, *, quiet: bool = False) -> tuple[Path, dict[str, Any]]:
-    """``lethe train``: make the run directory, write config.yaml, train, write metrics.json."""
+    """``lethe train``: check data and model, make the run directory, write config.yaml, train, write metrics."""
+    records = load_training_records(config)  # bad data fails before any folder is made
+    if config.model.name != "tiny":
+        resolve_model_path(config.model.name)
+    changes = check_resume(config, Path(config.run_dir)) if config.run_dir else []
     run_dir = new_run_dir("train", config.run_dir or None)
+    if changes:
+        RunLog(run_dir)("resume_config_changes", changes=changes)
     atomic_write_text(run_dir / "config.yaml", to_yaml(config))
-    metrics = train_model(config, run_dir, quiet=quiet)
+    metrics = train_model(config, run_dir, records=records, quiet=quiet)
     atomic_write_json(run_dir / "metrics.json", metrics)
     return run_dir, metrics

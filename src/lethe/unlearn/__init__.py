@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from lethe._callable import make_callable
 from lethe.unlearn.guard import attribution_scores, guard_weights, retain_mean_gradient, write_attribution
 from lethe.unlearn.objectives import METHODS, REFUSALS, get_method
 
@@ -23,3 +24,6 @@ def run_unlearning(*args: Any, **kwargs: Any):
     from lethe.unlearn.trainer import run_unlearning as _run
 
     return _run(*args, **kwargs)
+
+
+make_callable(__name__, "_unlearn")  # lethe.unlearn(config, overrides) stays the API call

@@ -54,7 +54,9 @@ class GuardSettings:
 
     enabled: bool = False
     tau: float = 1.0  # softmax temperature (in standard deviations of a with normalize=zscore)
-    normalize: str = "zscore"  # none | zscore
+    # none | zscore. zscore by default (the paper uses raw scores = "none"): raw a_i scale with model,
+    # trainable parameters and loss, so one τ would not fit all; see lethe.unlearn.guard's docstring
+    normalize: str = "zscore"
     recompute_every: int = 0  # > 0: recompute the weights at the current θ every N optimizer steps
     retain_samples: int = 0  # retain samples averaged into ḡ_R; 0 = the whole retain set
     batch_size: int = 0  # attribution batch size; 0 = train.batch_size

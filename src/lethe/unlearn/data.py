@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -16,6 +17,8 @@ from torch.utils.data import Dataset
 from transformers import PreTrainedTokenizerBase
 
 from lethe.data.formatting import encode_qa, qa_prompt_and_answer
+from lethe.data.text import parse_json_records, read_text_file
+from lethe.data.tofu import load_split, split_path
 from lethe.errors import LetheError
 from lethe.losses import IGNORE_INDEX
 from lethe.train.collator import CausalLMCollator
@@ -27,12 +30,31 @@ def qa_key(record: dict[str, Any]) -> tuple[str, str]:
     return " ".join(str(record["question"]).split()), " ".join(str(record["answer"]).split())
 
 
+def load_qa_set(folder: str | Path, split: str, role: str) -> list[dict[str, Any]]:
+    """The records of ``split`` (the ``role`` set: forget / retain); an empty file is an empty list
+    (:func:`lethe.data.tofu.load_split` would call it "no records" without saying which set it is)."""
+    path = split_path(folder, split)
+    if not parse_json_records(path, read_text_file(path, f"{role} set")):
+        return []
+    return load_split(folder, split)
+
+
+def split_exists(folder: str | Path, split: str) -> bool:
+    try:
+        split_path(folder, split)
+    except LetheError:
+        return False
+    return True
+
+
 def check_forget_retain(forget: list[dict[str, Any]], retain: list[dict[str, Any]], *,
-                        forget_name: str = "forget", retain_name: str = "retain") -> None:
-    """LetheError when either set is empty or a (question, answer) pair is in both."""
+                        forget_name: str = "forget", retain_name: str = "retain",
+                        retain_required: bool = True) -> None:
+    """LetheError when the forget set (or, if required, the retain set) is empty, or when a
+    (question, answer) pair is in both."""
     if not forget:
         raise LetheError(f"forget set '{forget_name}' is empty: nothing to unlearn")
-    if not retain:
+    if retain_required and not retain:
         raise LetheError(f"retain set '{retain_name}' is empty")
     retain_keys = {qa_key(r) for r in retain}
     shared = [r for r in forget if qa_key(r) in retain_keys]
@@ -50,6 +72,23 @@ def record_ids(records: list[dict[str, Any]], prefix: str) -> list[str]:
 def encode_all(tokenizer: PreTrainedTokenizerBase, records: list[dict[str, Any]],
                max_length: int) -> list[dict[str, list[int]]]:
     return [encode_qa(tokenizer, r["question"], r["answer"], max_length) for r in records]
+
+
+def answer_token_counts(features: list[dict[str, list[int]]]) -> list[int]:
+    """Supervised (answer) tokens of each encoded item, after truncation."""
+    return [sum(label != IGNORE_INDEX for label in f["labels"]) for f in features]
+
+
+def check_answer_tokens(features: list[dict[str, list[int]]], ids: list[str], role: str,
+                        max_length: int) -> None:
+    """LetheError when truncation at ``data.max_length`` removed every answer token of some items: their
+    loss would silently be 0 (no unlearning signal, GUARD score a_i = 0)."""
+    empty = [i for i, n in enumerate(answer_token_counts(features)) if n == 0]
+    if empty:
+        raise LetheError(
+            f"data.max_length={max_length} leaves no answer tokens in {len(empty)} of {len(features)} {role} "
+            f"item(s) (the prompt fills the whole window; first: {ids[empty[0]]!r}); raise data.max_length"
+        )
 
 
 @dataclass

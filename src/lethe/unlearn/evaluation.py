@@ -8,28 +8,104 @@ truth ratio, ROUGE-L and probability (:func:`lethe.audit.tofu_metrics.sacrifice_
 
 from __future__ import annotations
 
-import json
+import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from lethe.audit.commands import TOFU_HEADLINE, check_retain_eval
-from lethe.audit.tofu_metrics import evaluate_tofu, sacrifice_rate, write_tofu_eval
+from lethe.audit.tofu_metrics import (
+    SACRIFICE_KEYS,
+    check_forget_items,
+    evaluate_tofu,
+    load_eval_records,
+    load_retain_eval,
+    read_tofu_eval,
+    sacrifice_rate,
+    write_tofu_eval,
+)
 from lethe.data.world import resolve_source
+from lethe.errors import LetheError
 from lethe.models import load_model
 from lethe.report import Report, figures
 from lethe.runs import atomic_write_json
 from lethe.unlearn.config import UnlearnConfig
-from lethe.unlearn.trainer import run_unlearning
+from lethe.unlearn.trainer import load_unlearn_data, run_unlearning
 
 SACRIFICE_METRICS = ("truth_ratio", "rougeL", "probability")
+BEFORE_FILE = "tofu_eval_before.json"  # in the run directory: the evaluation of model.name
+
+
+@dataclass
+class EvalInputs:
+    """What the TOFU evaluation of a run needs, checked before training: the forget questions it will
+    score and the before-evaluation given by ``eval.before`` (None: computed after training)."""
+
+    forget_questions: list[str]
+    before: dict[str, Any] | None = None
+
+
+def _data_folder(config: UnlearnConfig) -> Path:
+    d = config.data
+    return resolve_source(d.source, n_authors=d.world_authors, seed=d.world_seed)
 
 
 def _evaluate(model_name: str | Path, config: UnlearnConfig, retain_eval: str | None) -> dict[str, Any]:
     model, tokenizer = load_model(model_name)
     e = config.eval
-    folder = resolve_source(config.data.source, n_authors=config.data.world_authors, seed=config.data.world_seed)
-    return evaluate_tofu(model, tokenizer, folder, forget_split=config.data.forget_split, retain_eval=retain_eval,
-                         batch_size=e.batch_size, max_new_tokens=e.max_new_tokens, limit=e.limit)
+    return evaluate_tofu(model, tokenizer, _data_folder(config), forget_split=config.data.forget_split,
+                         retain_eval=retain_eval, batch_size=e.batch_size, max_new_tokens=e.max_new_tokens,
+                         limit=e.limit)
+
+
+def check_before_eval(source: str | Path | dict[str, Any], forget_split: str,
+                      questions: list[str], label: str = "eval.before") -> dict[str, Any]:
+    """A before-unlearning tofu_eval.json, checked: the same forget items as this run's evaluation and a
+    finite value for every summary key of the sacrifice rates."""
+    data, label = read_tofu_eval(source, label)
+    check_forget_items(data, label, forget_split, questions)
+    summary = data.get("summary")
+    if not isinstance(summary, dict):
+        raise LetheError(f"{label}: no summary (not a tofu_eval.json?)")
+    needed = sorted({key for pair in SACRIFICE_KEYS.values() for key in pair})
+    for key in needed:
+        value = summary.get(key)
+        if not isinstance(value, int | float) or not math.isfinite(value):
+            raise LetheError(f"{label}: summary.{key} is missing or not finite (needed for the sacrifice rates)")
+    return data
+
+
+def check_eval_inputs(config: UnlearnConfig) -> EvalInputs | None:
+    """Everything the evaluation after training reads, checked before training starts, so a bad input
+    never leaves a run with model/ but no tofu_eval.json: the TOFU split files, ``eval.retain_eval``
+    (parseable, forget truth ratios of the same split and items) and ``eval.before``. None when
+    ``eval.enabled`` is false (both files are then unused)."""
+    e = config.eval
+    if not e.enabled:
+        return None
+    records = load_eval_records(_data_folder(config), forget_split=config.data.forget_split, limit=e.limit)
+    questions = [r["question"] for r in records["forget"]]
+    if e.retain_eval:
+        check_retain_eval(e.retain_eval)
+        load_retain_eval(e.retain_eval, config.data.forget_split, questions)
+    before = check_before_eval(e.before, config.data.forget_split, questions) if e.before else None
+    return EvalInputs(questions, before)
+
+
+def _before_eval(config: UnlearnConfig, inputs: EvalInputs, run_dir: Path) -> dict[str, Any]:
+    """The evaluation of model.name: ``eval.before``, or this run's earlier one, or computed now; always
+    (re)written inside the run directory only."""
+    path = run_dir / BEFORE_FILE
+    before = inputs.before
+    if before is None and path.is_file():
+        try:
+            before = check_before_eval(path, config.data.forget_split, inputs.forget_questions, "earlier")
+        except LetheError:
+            before = None  # this run's own file from other settings: recompute it
+    if before is None:
+        before = _evaluate(config.model.name, config, config.eval.retain_eval or None)
+    write_tofu_eval(before, path)
+    return before
 
 
 def sacrifice_rates(before: dict[str, Any], after: dict[str, Any]) -> dict[str, float | None]:
@@ -37,20 +113,18 @@ def sacrifice_rates(before: dict[str, Any], after: dict[str, Any]) -> dict[str, 
 
 
 def unlearn_and_evaluate(config: UnlearnConfig, *, quiet: bool = False) -> tuple[Path, dict[str, Any]]:
-    """Run :func:`run_unlearning`; with ``eval.enabled``, add TOFU metrics and sacrifice rates."""
+    """Run :func:`run_unlearning`; with ``eval.enabled``, add TOFU metrics and sacrifice rates.
+
+    Writes, besides the files of :func:`run_unlearning`, tofu_eval_before.json (a copy of ``eval.before``
+    when given), tofu_eval.json, and the report; nothing outside the run directory."""
     config.validate()
-    check_retain_eval(config.eval.retain_eval)  # fail before anything is written
+    load_unlearn_data(config)  # fail before anything is written: the unlearning data first,
+    inputs = check_eval_inputs(config)  # then what the evaluation will read
     run_dir, metrics = run_unlearning(config, quiet=quiet)
-    if not config.eval.enabled:
+    if inputs is None:
         return run_dir, metrics
-    retain_eval = config.eval.retain_eval or None
-    before_path = Path(config.eval.before) if config.eval.before else run_dir / "tofu_eval_before.json"
-    if before_path.is_file():
-        before = json.loads(before_path.read_text())
-    else:
-        before = _evaluate(config.model.name, config, retain_eval)
-        write_tofu_eval(before, before_path)
-    after = _evaluate(run_dir / "model", config, retain_eval)
+    before = _before_eval(config, inputs, run_dir)
+    after = _evaluate(run_dir / "model", config, config.eval.retain_eval or None)
     write_tofu_eval(after, run_dir / "tofu_eval.json")
     metrics["tofu_before"] = {k: before["summary"].get(k) for k in TOFU_HEADLINE}
     metrics["tofu"] = {k: after["summary"].get(k) for k in TOFU_HEADLINE}

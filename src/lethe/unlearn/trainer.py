@@ -7,9 +7,11 @@ samples the trainer computes S_i (summed NLL) and n_i, turns them into the metho
 (:mod:`lethe.unlearn.guard`, DESIGN 3.4). The reference π_ref (KL, NPO, IdkPO) is a frozen copy of θ₀,
 or, with LoRA, the same model with its adapters disabled (no second copy).
 
-:class:`UnlearnTrainer` overrides only ``compute_loss`` (and ``log``, to report the two loss terms). It
-stops the run with a :class:`~lethe.errors.LetheError` as soon as L is NaN/inf or |L| exceeds
-``objective.max_loss``, before that step's update, so the checkpoints on disk stay good.
+:class:`UnlearnTrainer` overrides ``compute_loss`` (and ``log``, to report the two loss terms). It
+stops the run with a :class:`~lethe.errors.LetheError` before any update that could poison the weights:
+as soon as L is NaN/inf or |L| exceeds ``objective.max_loss``, or, for a finite L, when an accumulated
+gradient is NaN/inf (checked before the optimizer step); and it refuses to save a checkpoint whose
+parameters are not finite. So every checkpoint on disk, the "last good checkpoint" of the message, is good.
 :func:`run_unlearning` is the recipe behind ``lethe unlearn``: data → model → (GUARD) → Trainer → run
 directory, resuming from the last checkpoint when re-run on the same directory.
 """
@@ -26,11 +28,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import yaml
 from transformers import PrinterCallback, Trainer, TrainerCallback, set_seed
 from transformers.trainer_utils import get_last_checkpoint
 
 from lethe.config import to_yaml
-from lethe.data.tofu import RETAIN_OF, load_split
+from lethe.data.tofu import RETAIN_OF
 from lethe.data.world import resolve_source
 from lethe.errors import LetheError
 from lethe.losses import sequence_nll
@@ -44,11 +47,14 @@ from lethe.unlearn.data import (
     PairCollator,
     Refusals,
     batches,
+    check_answer_tokens,
     check_forget_retain,
     encode_all,
     group,
+    load_qa_set,
     record_ids,
     seed_of,
+    split_exists,
 )
 from lethe.unlearn.objectives import (
     Hyper,
@@ -91,6 +97,7 @@ class UnlearnTrainer(Trainer):
         self.sample_weights: torch.Tensor | None = None
         self.set_sample_weights(sample_weights)
         self._sums: dict[str, list[float]] = {}
+        self.add_callback(FiniteGradientCallback(self))
 
     def set_sample_weights(self, weights: torch.Tensor | None) -> None:
         """GUARD weights w (Σ w = 1); stored scaled to N_f·w (mean 1), indexed by forget sample."""
@@ -157,23 +164,46 @@ class UnlearnTrainer(Trainer):
                 total[1] += 1
         return (loss, {"logits": outputs}) if return_outputs else loss
 
-    def _check_loss(self, loss: torch.Tensor, forget_loss: torch.Tensor, retain_loss: torch.Tensor) -> None:
-        value = loss.detach().float()
-        bad = (~torch.isfinite(value) | (value.abs() > self.max_loss)).float().reshape(1)
-        if self.accelerator.num_processes > 1:  # every rank must stop, or the others hang in all-reduce
-            bad = self.accelerator.reduce(bad, reduction="sum")
-        if bad.item() == 0:
-            return
+    def _any_rank(self, bad: bool | torch.Tensor) -> bool:
+        """True when ``bad`` holds on any rank (every rank must stop, or the others hang in all-reduce)."""
+        flag = torch.as_tensor(bad, dtype=torch.float32, device=self.args.device).reshape(1)
+        if self.accelerator.num_processes > 1:
+            flag = self.accelerator.reduce(flag, reduction="sum")
+        return bool(flag.item() > 0)
+
+    def _stop(self, step: int, what: str, detail: str = "") -> LetheError:
+        """The error that ends the run at ``step``, naming the last good checkpoint on disk."""
         output_dir = Path(self.args.output_dir)
         last = get_last_checkpoint(str(output_dir)) if output_dir.is_dir() else None
         kept = f"last good checkpoint: {last}" if last else "no checkpoint was saved yet"
+        return LetheError(f"unlearning stopped at step {step}: {what} (method {self.method.name}{detail}); "
+                          f"{kept}; lower train.lr or change the method")
+
+    def _check_loss(self, loss: torch.Tensor, forget_loss: torch.Tensor, retain_loss: torch.Tensor) -> None:
+        value = loss.detach().float()
+        if not self._any_rank(~torch.isfinite(value) | (value.abs() > self.max_loss)):
+            return
         reason = ("is not finite" if not torch.isfinite(value)
                   else f"exceeds objective.max_loss={self.max_loss:g}")
-        raise LetheError(
-            f"unlearning stopped at step {self.state.global_step + 1}: loss {float(value):.6g} {reason} "
-            f"(method {self.method.name}, forget term {float(forget_loss.detach()):.6g}, retain term "
-            f"{float(retain_loss.detach()):.6g}); {kept}; lower train.lr or change the method"
-        )
+        raise self._stop(self.state.global_step + 1, f"loss {float(value):.6g} {reason}",
+                         f", forget term {float(forget_loss.detach()):.6g}, "
+                         f"retain term {float(retain_loss.detach()):.6g}")
+
+    def check_gradients(self) -> None:
+        """Before the optimizer step (gradients accumulated and synchronised): a finite loss can still give
+        NaN/inf gradients, and stepping with them would put non-finite weights into the next checkpoint."""
+        finite = [torch.isfinite(p.grad).all() for p in self.model.parameters() if p.grad is not None]
+        if self._any_rank(bool(finite) and not bool(torch.stack(finite).all())):
+            raise self._stop(self.state.global_step + 1, "a gradient is not finite (NaN/inf) although the "
+                                                         "loss is finite; the update was not applied")
+
+    def _save_checkpoint(self, model, trial) -> None:
+        """Never write a checkpoint whose parameters are not finite (it would pass for a good one)."""
+        finite = torch.stack([torch.isfinite(p).all() for p in self.model.parameters()]).all()
+        if self._any_rank(not bool(finite)):
+            raise self._stop(self.state.global_step, "the parameters are not finite after the update; "
+                                                     "this step's checkpoint was not saved")
+        super()._save_checkpoint(model, trial)
 
     def log(self, logs: dict[str, float], *args: Any, **kwargs: Any) -> None:
         logs = dict(logs)
@@ -182,6 +212,16 @@ class UnlearnTrainer(Trainer):
                 logs[key] = total / count
         self._sums = {}
         super().log(logs, *args, **kwargs)
+
+
+class FiniteGradientCallback(TrainerCallback):
+    """Stops the run before an optimizer step with non-finite gradients (:meth:`UnlearnTrainer.check_gradients`)."""
+
+    def __init__(self, trainer: UnlearnTrainer) -> None:
+        self.trainer = trainer
+
+    def on_pre_optimizer_step(self, args, state, control, **kwargs):
+        self.trainer.check_gradients()
 
 
 class EpochCallback(TrainerCallback):
@@ -198,16 +238,18 @@ class GuardRecomputeCallback(TrainerCallback):
     """GUARD with ``recompute_every`` N: recompute the weights at the current θ every N optimizer steps;
     keep the current weights in each checkpoint so a resumed run continues with them."""
 
-    def __init__(self, trainer: UnlearnTrainer, recompute, run_dir: Path, every: int) -> None:
+    def __init__(self, trainer: UnlearnTrainer, recompute, run_dir: Path, every: int,
+                 ids: Sequence[str]) -> None:
         self.trainer, self.recompute, self.run_dir, self.every = trainer, recompute, run_dir, every
+        self.ids = list(ids)
 
     def on_step_end(self, args, state, control, **kwargs):
         if self.every > 0 and state.global_step % self.every == 0 and state.global_step < state.max_steps:
             scores, weights = self.recompute(self.trainer.accelerator.unwrap_model(self.trainer.model))
             self.trainer.set_sample_weights(weights)
-            if args.should_save:
-                atomic_write_json(self.run_dir / "attribution" / f"step-{state.global_step}.json",
-                                  {"scores": scores.tolist(), "weights": weights.tolist()})
+            if args.should_save:  # same per-sample layout as attribution.json
+                guard_lib.write_attribution(self.run_dir / "attribution" / f"step-{state.global_step}.json",
+                                            self.ids, scores, weights)
 
     def on_save(self, args, state, control, **kwargs):
         weights = self.trainer.sample_weights
@@ -226,20 +268,41 @@ class GuardRecomputeCallback(TrainerCallback):
 
 # --- the recipe ----------------------------------------------------------------------------------------
 
+# GUARD settings a resumed run must share with the run that wrote its checkpoints
+GUARD_RESUME_KEYS = ("enabled", "tau", "normalize", "recompute_every", "retain_samples")
 
-def load_forget_retain(data: UnlearnDataSettings) -> tuple[list[dict[str, Any]], list[dict[str, Any]], str]:
-    """(forget records, retain records, retain split name) from a TOFU-format folder; validated."""
+
+def load_forget_retain(data: UnlearnDataSettings, *, need_retain: bool = True,
+                       ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], str]:
+    """(forget records, retain records, retain split name) from a TOFU-format folder; validated.
+
+    ``need_retain=False`` (GA without GUARD: no retain term, no ḡ_R) makes the retain set optional: when
+    data.retain_split is unset and the standard complement (forget10 -> retain90) is absent, or the retain
+    file is empty, the result has no retain records and retain split "". A named retain split that is
+    present is still loaded and checked for overlap."""
     source = resolve_source(data.source, n_authors=data.world_authors, seed=data.world_seed)
     if not source.is_dir():
         raise LetheError(f"data.source {source} must be a folder of TOFU split files (e.g. forget10.json)")
+    forget = load_qa_set(source, data.forget_split, "forget")
     retain_split = data.retain_split or RETAIN_OF.get(data.forget_split, "")
+    optional = not need_retain and not data.retain_split
+    if optional and not (retain_split and split_exists(source, retain_split)):
+        check_forget_retain(forget, [], forget_name=data.forget_split, retain_required=False)
+        return forget, [], ""
     if not retain_split:
         raise LetheError(f"config: data.retain_split is empty and forget split {data.forget_split!r} has no "
                          "standard complement; set data.retain_split")
-    forget = load_split(source, data.forget_split)
-    retain = load_split(source, retain_split)
-    check_forget_retain(forget, retain, forget_name=data.forget_split, retain_name=retain_split)
-    return forget, retain, retain_split
+    retain = load_qa_set(source, retain_split, "retain")
+    check_forget_retain(forget, retain, forget_name=data.forget_split, retain_name=retain_split,
+                        retain_required=need_retain)
+    return forget, retain, retain_split if retain else ""
+
+
+def load_unlearn_data(config: UnlearnConfig) -> tuple[list[dict[str, Any]], list[dict[str, Any]], str]:
+    """:func:`load_forget_retain` for ``config``: the retain set is required unless the method has no
+    retain term and GUARD (which averages retain gradients) is off."""
+    need_retain = get_method(config.method).retain != "none" or config.guard.enabled
+    return load_forget_retain(config.data, need_retain=need_retain)
 
 
 def apply_lora(model: torch.nn.Module, settings: LoraSettings) -> torch.nn.Module:
@@ -259,8 +322,11 @@ def apply_lora(model: torch.nn.Module, settings: LoraSettings) -> torch.nn.Modul
 
 @torch.no_grad()
 def mean_nll(model: torch.nn.Module, features: list[dict[str, list[int]]], batch_size: int,
-             pad_id: int) -> dict[str, float]:
-    """Mean per-sample NLL ℓ and TOFU probability mean exp(−ℓ) of ``features`` (eval mode)."""
+             pad_id: int) -> dict[str, float | None]:
+    """Mean per-sample NLL ℓ and TOFU probability mean exp(−ℓ) of ``features`` (eval mode); None values
+    for no features (GA without a retain set)."""
+    if not features:
+        return {"nll": None, "prob": None}
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
@@ -296,29 +362,116 @@ def guard_recompute(settings: GuardSettings, forget: list[dict[str, list[int]]],
     return recompute
 
 
+def check_resume_guard(run_dir: Path, guard: GuardSettings) -> None:
+    """Refuse to resume with other GUARD settings than the checkpoints were trained with.
+
+    The stored attribution (and the weights in the checkpoints) follow from guard.tau, guard.normalize,
+    guard.retain_samples and guard.recompute_every; continuing with other values would silently change
+    the weights mid-run, and turning GUARD on or off would mix two objectives in one run. The settings of
+    the interrupted run are those of its config.yaml (written before its first step)."""
+    path = run_dir / "config.yaml"
+    if not path.is_file():
+        return
+    try:
+        stored = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError:
+        raise LetheError(f"{path}: not valid YAML, cannot check the settings of the run to resume; "
+                         "use a new run directory") from None
+    old = stored.get("guard") if isinstance(stored, dict) else None
+    if not isinstance(old, dict):
+        return
+    for key in GUARD_RESUME_KEYS:
+        new = getattr(guard, key)
+        if key in old and old[key] != new:
+            raise LetheError(f"cannot resume {run_dir} with guard.{key}={new!r}: its checkpoints were trained "
+                             f"with guard.{key}={old[key]!r} ({path}); use that value or a new run directory")
+
+
+def _last_checkpoint(checkpoints: Path) -> str | None:
+    return get_last_checkpoint(str(checkpoints)) if checkpoints.is_dir() else None
+
+
+def _encode_checked(tokenizer, records: list[dict[str, Any]], ids: list[str], role: str,
+                    max_length: int) -> list[dict[str, list[int]]]:
+    features = encode_all(tokenizer, records, max_length)
+    check_answer_tokens(features, ids, role, max_length)
+    return features
+
+
+def _setup_guard(trainer: UnlearnTrainer, config: UnlearnConfig, forget: list[dict[str, list[int]]],
+                 retain: list[dict[str, list[int]]], ids: list[str], run_dir: Path, resume: str | None,
+                 pad_id: int) -> dict[str, Any]:
+    """GUARD weights into ``trainer``: computed at θ₀ and written to attribution.json, or, on resume,
+    read back from it (the settings are checked by :func:`check_resume_guard`)."""
+    g = config.guard
+    guard_retain = _sample(retain, g.retain_samples, config.train.seed)
+    recompute = guard_recompute(g, forget, guard_retain, g.batch_size or config.train.batch_size, pad_id)
+    path = run_dir / "attribution.json"
+    started = time.perf_counter()
+    if path.is_file() and resume is not None:  # resumed: the θ₀ attribution is already on disk
+        stored_ids, _, weights = guard_lib.read_attribution(path)
+        if stored_ids != ids:
+            raise LetheError(f"{path}: forget ids differ from data.forget_split; use a new run directory")
+    else:
+        scores, weights = recompute(trainer.accelerator.unwrap_model(trainer.model))
+        if trainer.args.should_save:
+            guard_lib.write_attribution(path, ids, scores, weights)
+    trainer.set_sample_weights(weights)
+    if g.recompute_every > 0:
+        trainer.add_callback(GuardRecomputeCallback(trainer, recompute, run_dir, g.recompute_every, ids))
+        GuardRecomputeCallback.restore(trainer, resume)
+    return {
+        "enabled": True, "tau": g.tau, "normalize": g.normalize, "recompute_every": g.recompute_every,
+        "retain_samples": len(guard_retain), "attribution_file": str(path),
+        "attribution_wall_s": time.perf_counter() - started,
+        "weight_min": float(weights.min()), "weight_max": float(weights.max()),
+        "effective_samples": float(1.0 / (weights.double() ** 2).sum()),
+    }
+
+
+def _save_final(trainer: UnlearnTrainer, tokenizer, run_dir: Path) -> Path:
+    """model/ (LoRA merged), through model.partial/ and a rename."""
+    final = run_dir / "model"
+    if trainer.args.should_save:
+        unwrapped = trainer.accelerator.unwrap_model(trainer.model)
+        to_save = unwrapped.merge_and_unload() if _is_peft(unwrapped) else unwrapped
+        staging = run_dir / "model.partial"
+        shutil.rmtree(staging, ignore_errors=True)
+        save_model(to_save, tokenizer, staging)
+        shutil.rmtree(final, ignore_errors=True)
+        staging.rename(final)
+    return final
+
+
 def run_unlearning(config: UnlearnConfig, *, quiet: bool = False,
                    callbacks: Sequence[TrainerCallback] = ()) -> tuple[Path, dict[str, Any]]:
     """``lethe unlearn``: unlearn ``data.forget_split`` from ``model.name`` into a run directory.
 
     Writes config.yaml, attribution.json (GUARD), checkpoints/, model/ (safetensors; LoRA merged),
-    metrics.json and log.jsonl; re-running on the same directory resumes from the last checkpoint."""
+    metrics.json and log.jsonl; re-running on the same directory resumes from the last checkpoint (with
+    the same GUARD settings). Data, model and truncation are checked before anything is written."""
     config.validate()
     method = get_method(config.method)
     o = config.objective
     hyper = resolve_hyper(method, o.gamma, o.alpha, o.beta, o.delta)
-    forget_records, retain_records, retain_split = load_forget_retain(config.data)  # fail before any writes
+    forget_records, retain_records, retain_split = load_unlearn_data(config)
     refusals = refusal_answers(config.data.idk_file) if method.refusals else []
-    run_dir = new_run_dir("unlearn", config.run_dir or None)
-    log = RunLog(run_dir)
     if config.train.threads > 0:
         torch.set_num_threads(config.train.threads)
     model, tokenizer = load_model(config.model.name, trust_remote_code=config.model.trust_remote_code)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     max_length = config.data.max_length
-    forget = encode_all(tokenizer, forget_records, max_length)
-    retain = encode_all(tokenizer, retain_records, max_length)
+    ids = record_ids(forget_records, config.data.forget_split)
+    forget = _encode_checked(tokenizer, forget_records, ids, "forget", max_length)
+    retain = _encode_checked(tokenizer, retain_records, record_ids(retain_records, retain_split), "retain",
+                             max_length)
 
+    run_dir = new_run_dir("unlearn", config.run_dir or None)
     checkpoints = run_dir / "checkpoints"
+    resume = _last_checkpoint(checkpoints)
+    if resume is not None:
+        check_resume_guard(run_dir, config.guard)
+    log = RunLog(run_dir)
     args = training_arguments(config, checkpoints, quiet)
     if args.should_save:
         atomic_write_text(run_dir / "config.yaml", to_yaml(config))
@@ -341,40 +494,14 @@ def run_unlearning(config: UnlearnConfig, *, quiet: bool = False,
     )
     if quiet:
         trainer.remove_callback(PrinterCallback)  # disable_tqdm swaps the progress bar for printed logs
-    resume = get_last_checkpoint(str(checkpoints)) if checkpoints.is_dir() else None
     batch_size = config.train.batch_size
     retain_eval = _sample(retain, len(forget), config.train.seed)
     before = {"forget": mean_nll(trainer.model, forget, batch_size, pad_id),
               "retain": mean_nll(trainer.model, retain_eval, batch_size, pad_id)}
 
-    g = config.guard
-    guard_info: dict[str, Any] = {"enabled": g.enabled}
-    if g.enabled:
-        guard_retain = _sample(retain, g.retain_samples, config.train.seed)
-        recompute = guard_recompute(g, forget, guard_retain, g.batch_size or batch_size, pad_id)
-        ids = record_ids(forget_records, config.data.forget_split)
-        path = run_dir / "attribution.json"
-        started = time.perf_counter()
-        if path.is_file() and resume is not None:  # resumed: the θ₀ attribution is already on disk
-            stored_ids, scores, _ = guard_lib.read_attribution(path)
-            if stored_ids != ids:
-                raise LetheError(f"{path}: forget ids differ from data.forget_split; use a new run directory")
-            weights = guard_lib.guard_weights(scores, g.tau, g.normalize)
-        else:
-            scores, weights = recompute(trainer.accelerator.unwrap_model(trainer.model))
-            if args.should_save:
-                guard_lib.write_attribution(path, ids, scores, weights)
-        trainer.set_sample_weights(weights)
-        if g.recompute_every > 0:
-            trainer.add_callback(GuardRecomputeCallback(trainer, recompute, run_dir, g.recompute_every))
-            GuardRecomputeCallback.restore(trainer, resume)
-        guard_info.update({
-            "tau": g.tau, "normalize": g.normalize, "recompute_every": g.recompute_every,
-            "retain_samples": len(guard_retain), "attribution_file": str(path),
-            "attribution_wall_s": time.perf_counter() - started,
-            "weight_min": float(weights.min()), "weight_max": float(weights.max()),
-            "effective_samples": float(1.0 / (weights.double() ** 2).sum()),
-        })
+    guard_info: dict[str, Any] = {"enabled": False}
+    if config.guard.enabled:
+        guard_info = _setup_guard(trainer, config, forget, retain, ids, run_dir, resume, pad_id)
         log("guard", **guard_info)
 
     log("unlearn_start", method=method.name, forget=len(forget), retain=len(retain), resume_from=resume)
@@ -387,16 +514,7 @@ def run_unlearning(config: UnlearnConfig, *, quiet: bool = False,
     wall = time.perf_counter() - started
     after = {"forget": mean_nll(trainer.model, forget, batch_size, pad_id),
              "retain": mean_nll(trainer.model, retain_eval, batch_size, pad_id)}
-
-    final = run_dir / "model"
-    if args.should_save:
-        unwrapped = trainer.accelerator.unwrap_model(trainer.model)
-        to_save = unwrapped.merge_and_unload() if _is_peft(unwrapped) else unwrapped
-        staging = run_dir / "model.partial"
-        shutil.rmtree(staging, ignore_errors=True)
-        save_model(to_save, tokenizer, staging)
-        shutil.rmtree(final, ignore_errors=True)
-        staging.rename(final)
+    final = _save_final(trainer, tokenizer, run_dir)
     reference = "none"
     if method.reference:
         reference = "adapters-disabled" if config.lora.enabled else "frozen-copy"
