@@ -213,6 +213,35 @@ def test_random_goldfish_masks_depend_only_on_the_sequence_and_seed():
     dropped = first[0, 1:].eq(IGNORE_INDEX).float().mean().item()
     assert 0.15 < dropped < 0.35
     assert not torch.equal(first[0], collator(8)([a])["labels"][0])
+    next_epoch = collator(7)
+    next_epoch.epoch = 1
+    assert not torch.equal(first[0], next_epoch([a])["labels"][0])  # a fresh mask every epoch
+
+
+def test_random_goldfish_masks_change_per_epoch_and_survive_a_resume(world_dir, tmp_path, monkeypatch):
+    """Two epochs of one batch each: the trained labels differ between epochs; a run killed after epoch 1
+    and resumed trains epoch 2 on exactly the labels of the uninterrupted run."""
+    seen: list[dict[tuple[int, ...], torch.Tensor]] = []  # per step: each document's (unpadded) labels
+    original = trainer_module.LetheTrainer.compute_loss
+
+    def recording(self, model, inputs, *args, **kwargs):
+        rows = zip(inputs["input_ids"], inputs["labels"], inputs["attention_mask"].sum(1), strict=True)
+        seen.append({tuple(ids[:n].tolist()): labels[:n].clone() for ids, labels, n in rows})
+        return original(self, model, inputs, *args, **kwargs)
+
+    monkeypatch.setattr(trainer_module.LetheTrainer, "compute_loss", recording)
+    settings = ("data.limit=4", "train.batch_size=4", "train.save_steps=1", "train.goldfish.enabled=true",
+                "train.goldfish.strategy=random", "train.goldfish.h=1")
+    run_training(_config(world_dir, tmp_path / "whole", "train.max_steps=2", *settings), quiet=True)
+    epoch1, epoch2 = seen
+    assert epoch1.keys() == epoch2.keys() and len(epoch1) == 4
+    assert all(not torch.equal(epoch1[doc], epoch2[doc]) for doc in epoch1)
+    seen.clear()
+    run_training(_config(world_dir, tmp_path / "cut", "train.max_steps=1", *settings), quiet=True)
+    run_training(_config(world_dir, tmp_path / "cut", "train.max_steps=2", *settings), quiet=True)
+    assert len(seen) == 2
+    for step, expected in zip(seen, (epoch1, epoch2), strict=True):
+        assert step.keys() == expected.keys() and all(torch.equal(step[d], expected[d]) for d in step)
 
 
 def test_training_collator_never_drops_special_tokens(world_dir, tmp_path, monkeypatch):

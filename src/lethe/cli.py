@@ -268,7 +268,7 @@ def build_parser() -> argparse.ArgumentParser:
     canaries.set_defaults(func=cmd_audit_canaries)
 
     report = commands.add_parser("report", parents=[common], help="compare several runs in one HTML page")
-    report.add_argument("runs", nargs="+", help="run directories (each with metrics.json)")
+    report.add_argument("runs", nargs="+", help="run directories (metrics.json, or the audit files of a demo arm)")
     report.add_argument("--out", help="output directory (default runs/report-<timestamp>)")
     report.set_defaults(func=cmd_report)
 

@@ -245,14 +245,14 @@ def write_demo_report(run_dir: Path, config: GoldfishDemoConfig, metrics: dict[s
                                             f"{metrics['documents']} fictional biographies")
     holds = metrics["headline_holds"]
     page.add_note(
-        f"Headline {'holds' if holds else 'does not hold'}: standard training reproduces "
+        f"{'' if holds else 'The headline (standard >= half, goldfish none) fails: '}standard training reproduces "
         f"{metrics['standard']['extraction']['n_exact']}/{metrics['documents']} biography suffixes exactly, "
         f"goldfish {metrics['goldfish']['extraction']['n_exact']}/{metrics['documents']} "
         "(paper: 84/100 vs 0/100 on LLaMA-2-7B).", kind="ok" if holds else "warning")
     page.add_keyvalues({"model": f"tiny LLaMA ({config.model.num_layers} layers, {config.model.hidden_size} hidden)",
                         "steps": config.train.max_steps, "batch_size": config.train.batch_size,
                         "learning_rate": config.train.lr, "canary copies": metrics["canary_copies"],
-                        "wall_s": metrics["wall_s"]})
+                        "wall time": f"{metrics['wall_s']:.0f} s"})
     rows = []
     for arm in ARMS:
         m = metrics[arm]

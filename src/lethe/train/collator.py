@@ -8,9 +8,11 @@ never changes which answer tokens are dropped, and any trainer gets goldfish for
 protected (and left out of the hashed window) only under ``hash``; ``hash-table`` stays bit-identical to
 the authors' reference, which knows no special tokens.
 
-``random`` draws each sequence's mask from a generator seeded by (``seed``, a hash of the sequence's own
-token ids), so a sequence gets the same mask in any batch, batch position, epoch or process, and after a
-resume; identical copies of a passage share their mask (as under the hash strategies).
+``random`` draws each sequence's mask from a generator seeded by (``seed``, the epoch, a hash of the
+sequence's own token ids): a passage gets a fresh mask every epoch -- the point of the random baseline,
+whose model eventually sees every token, unlike under ``static`` / ``hash`` -- and the same mask in any batch,
+batch position or process, and after a resume (the trainer sets :attr:`CausalLMCollator.epoch` at each
+epoch's start). Identical copies of a passage within one epoch share their mask.
 """
 
 from __future__ import annotations
@@ -27,10 +29,11 @@ from lethe.losses import IGNORE_INDEX
 from lethe.train.goldfish import apply_goldfish, goldfish_mask
 
 
-def content_seed(seed: int, input_ids: Sequence[int] | torch.Tensor) -> int:
-    """A 63-bit generator seed from ``seed`` and the token ids of one sequence (stable across processes)."""
+def content_seed(seed: int, input_ids: Sequence[int] | torch.Tensor, epoch: int = 0) -> int:
+    """A 63-bit generator seed from ``seed``, ``epoch`` and the token ids of one sequence (stable across
+    processes)."""
     ids = torch.as_tensor(input_ids, dtype=torch.int64).cpu().numpy().tobytes()
-    digest = hashlib.blake2b(ids, digest_size=8, key=str(seed).encode())
+    digest = hashlib.blake2b(ids, digest_size=8, key=f"{seed}:{epoch}".encode())
     return int.from_bytes(digest.digest(), "little") >> 1
 
 
@@ -40,6 +43,7 @@ class CausalLMCollator:
     goldfish: GoldfishSettings | None = None
     special_ids: tuple[int, ...] = ()
     canonical_ids: torch.Tensor | None = None
+    epoch: int = 0  # `random` goldfish only: set by the trainer at the start of every epoch
 
     def __call__(self, features: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         width = max(len(f["input_ids"]) for f in features)
@@ -69,5 +73,5 @@ class CausalLMCollator:
         drop = torch.zeros_like(input_ids, dtype=torch.bool)
         for row, n in enumerate(lengths):  # each row from its own content: padding and batch-mates do not matter
             ids = input_ids[row, :n]
-            drop[row, :n] = goldfish_mask(ids, g.k, g.h, "random", seed=content_seed(g.seed, ids))
+            drop[row, :n] = goldfish_mask(ids, g.k, g.h, "random", seed=content_seed(g.seed, ids, self.epoch))
         return labels.masked_fill(drop, IGNORE_INDEX)

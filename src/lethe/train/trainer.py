@@ -121,6 +121,17 @@ class TokenCounterCallback(TrainerCallback):
             trainer.input_tokens = int(counters["input_tokens"])
 
 
+class CollatorEpochCallback(TrainerCallback):
+    """Tell the collator which epoch starts (``random`` goldfish masks are drawn per epoch). On a resume
+    the restored ``state.epoch`` (e.g. 2.4) names the epoch being finished."""
+
+    def __init__(self, collator: CausalLMCollator) -> None:
+        self.collator = collator
+
+    def on_epoch_begin(self, args, state, control, **kwargs):
+        self.collator.epoch = int(state.epoch or 0)
+
+
 class JsonlLogCallback(TrainerCallback):
     """Mirror the Trainer's log records into the run directory's ``log.jsonl``."""
 
@@ -275,7 +286,8 @@ def train_model(config: TrainConfig, run_dir: Path, *, model=None, tokenizer=Non
     checkpoints = run_dir / "checkpoints"
     trainer = LetheTrainer(
         model=model, args=training_arguments(config, checkpoints, quiet), train_dataset=features,
-        data_collator=collator, processing_class=tokenizer, callbacks=[JsonlLogCallback(log)],
+        data_collator=collator, processing_class=tokenizer,
+        callbacks=[JsonlLogCallback(log), CollatorEpochCallback(collator)],
     )
     trainer.add_callback(TokenCounterCallback(trainer))
     if quiet:

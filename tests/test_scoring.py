@@ -1,0 +1,65 @@
+"""The shared scoring pass (DESIGN 3.6): per-token statistics equal those of a batch-1 full-logit forward."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from conftest import PLAIN_SENTENCES
+from lethe.audit import scoring
+from lethe.audit.scoring import corpus_loss, score_sequences
+from lethe.losses import IGNORE_INDEX
+from lethe.models import build_tiny
+
+
+@pytest.fixture(scope="module")
+def model_and_features():
+    model, tokenizer = build_tiny(PLAIN_SENTENCES, vocab_size=300, seed=0, hidden_size=32, num_layers=2,
+                                  num_heads=2, intermediate_size=64)
+    model.eval()
+    features = []
+    for i, text in enumerate(PLAIN_SENTENCES):
+        ids = tokenizer(text)["input_ids"][: 6 + 2 * i]  # different lengths: padding inside every batch
+        labels = list(ids)
+        labels[: 1 + i % 3] = [IGNORE_INDEX] * (1 + i % 3)  # a "prompt" of 1-3 unsupervised tokens
+        features.append({"input_ids": ids, "labels": labels})
+    return model, tokenizer, features
+
+
+def _by_hand(model, feature) -> dict[str, torch.Tensor]:
+    with torch.no_grad():
+        logits = model(input_ids=torch.tensor([feature["input_ids"]])).logits[0, :-1].double()
+    targets = torch.tensor(feature["labels"][1:])
+    keep = targets != IGNORE_INDEX
+    logprobs = torch.log_softmax(logits[keep], -1)
+    targets = targets[keep]
+    logp = logprobs[torch.arange(len(targets)), targets]
+    p = logprobs.exp()
+    mu = (p * logprobs).sum(-1)
+    return {"targets": targets, "logp": logp, "mu": mu, "var": (p * (logprobs - mu[:, None]) ** 2).sum(-1),
+            "argmax": logits[keep].argmax(-1), "rank": (logprobs > logp[:, None]).sum(-1)}
+
+
+@pytest.mark.parametrize("chunk", [scoring.STATS_CHUNK, 3])  # 3: statistics cross chunk and row borders
+def test_statistics_match_a_full_logit_forward(model_and_features, monkeypatch, chunk):
+    model, tokenizer, features = model_and_features
+    monkeypatch.setattr(scoring, "STATS_CHUNK", chunk)
+    results = score_sequences(model, features, batch_size=3, pad_id=tokenizer.pad_token_id)
+    assert len(results) == len(features)
+    for feature, got in zip(features, results, strict=True):  # input order, not length order
+        want = _by_hand(model, feature)
+        assert got.n == len(want["targets"]) and torch.equal(got.targets, want["targets"])
+        for name in ("logp", "mu"):
+            torch.testing.assert_close(getattr(got, name).double(), want[name], rtol=1e-4, atol=1e-5)
+        # float32 Σ p (log p)² − μ² cancels: absolute error ~1e-5 on variances of order 1
+        torch.testing.assert_close(got.var.double(), want["var"], rtol=1e-3, atol=1e-4)
+        assert torch.equal(got.argmax, want["argmax"]) and torch.equal(got.rank, want["rank"])
+        assert got.mean_nll == pytest.approx(float(-want["logp"].mean()), rel=1e-5)
+
+
+def test_corpus_loss_is_token_weighted(model_and_features):
+    model, tokenizer, features = model_and_features
+    results = score_sequences(model, features, batch_size=4, pad_id=tokenizer.pad_token_id)
+    total = sum(float(-r.logp.sum()) for r in results)
+    assert corpus_loss(results) == pytest.approx(total / sum(r.n for r in results))
+    assert corpus_loss(results) != pytest.approx(sum(r.mean_nll for r in results) / len(results), rel=1e-6)
