@@ -63,3 +63,11 @@ def test_corpus_loss_is_token_weighted(model_and_features):
     total = sum(float(-r.logp.sum()) for r in results)
     assert corpus_loss(results) == pytest.approx(total / sum(r.n for r in results))
     assert corpus_loss(results) != pytest.approx(sum(r.mean_nll for r in results) / len(results), rel=1e-6)
+
+
+def test_a_batch_without_supervised_tokens_gives_empty_scores(model_and_features):
+    model, tokenizer, features = model_and_features
+    unsupervised = [{"input_ids": f["input_ids"], "labels": [IGNORE_INDEX] * len(f["labels"])} for f in features[:2]]
+    results = score_sequences(model, [*unsupervised, features[2]], batch_size=2, pad_id=tokenizer.pad_token_id)
+    assert [r.n for r in results[:2]] == [0, 0] and results[2].n > 0
+    assert all(r.logp.numel() == r.rank.numel() == 0 for r in results[:2])

@@ -216,6 +216,8 @@ def test_random_goldfish_masks_depend_only_on_the_sequence_and_seed():
     next_epoch = collator(7)
     next_epoch.epoch = 1
     assert not torch.equal(first[0], next_epoch([a])["labels"][0])  # a fresh mask every epoch
+    copies = collator(7)([{**a, "sample_index": 0}, {**a, "sample_index": 1}])["labels"]
+    assert not torch.equal(copies[0], copies[1])  # repeated copies of a passage: independent masks
 
 
 def test_random_goldfish_masks_change_per_epoch_and_survive_a_resume(world_dir, tmp_path, monkeypatch):

@@ -146,3 +146,31 @@ def test_missing_tofu_eval_split_fails_before_training(model_dir, world_dir, tmp
     (folder / "world_facts_perturbed.json").unlink()
     message = _fails_before_training(model_dir, folder, tmp_path / "run")
     assert "world_facts_perturbed" in message
+
+
+def test_an_earlier_before_eval_is_reused_only_for_the_same_model_and_settings(model_dir, world_dir, tmp_path,
+                                                                                 monkeypatch):
+    import lethe.unlearn.evaluation as evaluation
+
+    evaluated: list[str] = []
+    original = evaluation._evaluate
+
+    def counting(model_name, config, retain_eval):
+        evaluated.append(str(model_name))
+        return original(model_name, config, retain_eval)
+
+    monkeypatch.setattr(evaluation, "_evaluate", counting)
+    run = tmp_path / "run"
+    for tokens in (4, 4, 3):
+        lethe.unlearn(None, overrides(model_dir, world_dir, run, f"eval.max_new_tokens={tokens}"))
+    before_evals = [name for name in evaluated if name == str(model_dir)]
+    assert len(before_evals) == 2  # computed, reused, recomputed for the other max_new_tokens
+    stored = json.loads((run / "tofu_eval_before.json").read_text())["config"]
+    assert stored["max_new_tokens"] == 3 and stored["model"] == str(model_dir)
+
+
+def test_unknown_api_settings_are_one_line_errors(model_dir):
+    with pytest.raises(LetheError, match="unknown setting.*max_tokens; known: .*max_new_tokens"):
+        lethe.eval_tofu(model_dir, max_tokens=3)
+    with pytest.raises(LetheError, match="unknown setting.*beams"):
+        lethe.audit_extraction(model_dir, beams=2)

@@ -380,9 +380,11 @@ def test_resume_with_other_guard_settings_is_refused(world, tmp_path):
     config_before = (run_dir / "config.yaml").read_text()
     attribution_before = (run_dir / "attribution.json").read_text()
     for changed, message in [
-        (("guard.tau=0.5",), r"guard.tau=0.5: its checkpoints were trained with guard.tau=1.0"),
-        (("guard.normalize=none",), r"guard.normalize='none'.* guard.normalize='zscore'"),
-        (("guard.enabled=false",), r"guard.enabled=False.* guard.enabled=True"),
+        (("guard.tau=0.5",), r"trained with: guard\.tau \(1\.0 -> 0\.5\) \(use a new run"),
+        (("guard.normalize=none",), r"guard\.normalize \('zscore' -> 'none'\)"),
+        (("guard.enabled=false",), r"guard\.enabled \(True -> False\)"),
+        (("method=npo",), r"method \('gd' -> 'npo'\)"),
+        (("train.lr=0.5",), r"train\.lr \("),
     ]:
         with pytest.raises(LetheError, match=message) as info:
             run_unlearning(make_config(world, run_dir, "gd", *guard, *changed), quiet=True)

@@ -22,6 +22,16 @@ __all__ = ["LetheError", "audit_extraction", "demo_goldfish", "eval_tofu", "gold
            "__version__"]
 
 
+def _check_settings(schema: type, settings: dict[str, Any]) -> None:
+    """Unknown keyword settings are a one-line error naming them and the known ones."""
+    from dataclasses import fields
+
+    known = {f.name for f in fields(schema)}
+    unknown = sorted(set(settings) - known)
+    if unknown:
+        raise LetheError(f"unknown setting(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+
+
 def goldfish_mask(*args: Any, **kwargs: Any):
     """See :func:`lethe.train.goldfish.goldfish_mask`."""
     from lethe.train.goldfish import goldfish_mask as _mask
@@ -65,6 +75,7 @@ def eval_tofu(model: str | Path, data: str = "embedded", split: str = "forget10"
     from lethe.audit.commands import TofuEvalSettings
     from lethe.audit.commands import eval_tofu as _eval
 
+    _check_settings(TofuEvalSettings, settings)
     tofu = TofuEvalSettings(model=str(model), data=str(data), split=split,
                             retain_eval=str(retain_eval) if retain_eval else "", **settings)
     return _eval(tofu, run_dir)
@@ -76,6 +87,7 @@ def audit_extraction(model: str | Path, data: str = "embedded", run_dir: str | P
     from lethe.audit.commands import ExtractionSettings
     from lethe.audit.commands import audit_extraction as _audit
 
+    _check_settings(ExtractionSettings, settings)
     return _audit(ExtractionSettings(model=str(model), data=data, **settings), run_dir)
 
 

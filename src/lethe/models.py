@@ -122,8 +122,12 @@ def _smollm2_folder() -> Path:
     model = type(quantized)(config)
     model.load_state_dict(quantized.state_dict())
     staging = target.with_name(f"{target.name}.partial-{os.getpid()}")  # concurrent runs never share one
-    shutil.rmtree(staging, ignore_errors=True)
-    save_model(model, tokenizer, staging)
+    shutil.rmtree(staging, ignore_errors=True)  # a leftover of an earlier process with the same pid
+    try:
+        save_model(model, tokenizer, staging)
+    except BaseException:  # killed or failed: no half-written ~540 MB folder left behind
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
     try:
         staging.rename(target)
     except OSError:  # the target exists: finished by another process meanwhile, or an incomplete leftover

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from lethe.errors import LetheError
-from lethe.runs import atomic_write_bytes
+from lethe.runs import atomic_write_text
 
 TEXT_SUFFIXES = (".txt", ".text", ".md")
 
@@ -140,11 +140,6 @@ def load_documents(path: str | Path, text_field: str = "text", id_field: str = "
     if not documents:
         raise LetheError(f"{path}: no documents")
     return documents
-
-
-def atomic_write_text(path: str | Path, text: str) -> Path:
-    """Write ``text`` as UTF-8 through a temporary file in the same folder and ``os.replace``."""
-    return atomic_write_bytes(path, text.encode("utf-8"))
 
 
 def jsonl_text(rows: Iterable[Any]) -> str:

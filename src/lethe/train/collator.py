@@ -12,7 +12,8 @@ the authors' reference, which knows no special tokens.
 sequence's own token ids): a passage gets a fresh mask every epoch -- the point of the random baseline,
 whose model eventually sees every token, unlike under ``static`` / ``hash`` -- and the same mask in any batch,
 batch position or process, and after a resume (the trainer sets :attr:`CausalLMCollator.epoch` at each
-epoch's start). Identical copies of a passage within one epoch share their mask.
+epoch's start). Features carrying a ``sample_index`` (the trainer's do) mix it in, so repeated copies of a
+passage (canaries) get independent masks as well.
 """
 
 from __future__ import annotations
@@ -29,11 +30,12 @@ from lethe.losses import IGNORE_INDEX
 from lethe.train.goldfish import apply_goldfish, goldfish_mask
 
 
-def content_seed(seed: int, input_ids: Sequence[int] | torch.Tensor, epoch: int = 0) -> int:
-    """A 63-bit generator seed from ``seed``, ``epoch`` and the token ids of one sequence (stable across
-    processes)."""
+def content_seed(seed: int, input_ids: Sequence[int] | torch.Tensor, epoch: int = 0,
+                 sample_index: int | None = None) -> int:
+    """A 63-bit generator seed from ``seed``, ``epoch``, the sample's index in the training set (when known)
+    and the token ids of one sequence (stable across processes)."""
     ids = torch.as_tensor(input_ids, dtype=torch.int64).cpu().numpy().tobytes()
-    digest = hashlib.blake2b(ids, digest_size=8, key=f"{seed}:{epoch}".encode())
+    digest = hashlib.blake2b(ids, digest_size=8, key=f"{seed}:{epoch}:{sample_index}".encode())
     return int.from_bytes(digest.digest(), "little") >> 1
 
 
@@ -59,11 +61,11 @@ class CausalLMCollator:
             attention_mask[row, :n] = 1
             doc_ids[row, :n] = int(feature.get("doc_id", row))
         if self.goldfish is not None and self.goldfish.enabled:
-            labels = self._goldfish(self.goldfish, labels, input_ids, [len(f["input_ids"]) for f in features])
+            labels = self._goldfish(self.goldfish, labels, input_ids, features)
         return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels, "doc_ids": doc_ids}
 
     def _goldfish(self, g: GoldfishSettings, labels: torch.Tensor, input_ids: torch.Tensor,
-                  lengths: list[int]) -> torch.Tensor:
+                  features: list[dict[str, Any]]) -> torch.Tensor:
         if g.strategy != "random":
             return apply_goldfish(
                 labels, input_ids, g.k, g.h, g.strategy,
@@ -71,7 +73,8 @@ class CausalLMCollator:
                 canonical_ids=self.canonical_ids,
             )
         drop = torch.zeros_like(input_ids, dtype=torch.bool)
-        for row, n in enumerate(lengths):  # each row from its own content: padding and batch-mates do not matter
-            ids = input_ids[row, :n]
-            drop[row, :n] = goldfish_mask(ids, g.k, g.h, "random", seed=content_seed(g.seed, ids, self.epoch))
+        for row, feature in enumerate(features):  # each row on its own: padding and batch-mates do not matter
+            ids = input_ids[row, : len(feature["input_ids"])]
+            seed = content_seed(g.seed, ids, self.epoch, feature.get("sample_index"))
+            drop[row, : len(ids)] = goldfish_mask(ids, g.k, g.h, "random", seed=seed)
         return labels.masked_fill(drop, IGNORE_INDEX)

@@ -187,14 +187,16 @@ def record_content(record: dict[str, Any]) -> str:
 
 def encode_records(records: list[dict[str, Any]], tokenizer: PreTrainedTokenizerBase,
                    max_length: int) -> list[dict[str, Any]]:
-    """Features with ``doc_id`` = :func:`stable_doc_id` of the record's id, or of its content if it has none."""
+    """Features with ``doc_id`` = :func:`stable_doc_id` of the record's id, or of its content if it has none,
+    and ``sample_index`` = the record's position (for ``random`` goldfish masks)."""
     features = []
-    for record in records:
+    for index, record in enumerate(records):
         if "text" in record:
             feature = encode_document(tokenizer, record["text"], max_length)
         else:
             feature = encode_qa(tokenizer, record["question"], record["answer"], max_length)
         feature["doc_id"] = stable_doc_id(record.get("id"), record_content(record))
+        feature["sample_index"] = index
         features.append(feature)
     return features
 
@@ -333,6 +335,7 @@ def _save_final_model(trainer: LetheTrainer, tokenizer: PreTrainedTokenizerBase,
 
 def run_training(config: TrainConfig, *, quiet: bool = False) -> tuple[Path, dict[str, Any]]:
     """``lethe train``: check data and model, make the run directory, write config.yaml, train, write metrics."""
+    config.validate()  # a config built in Python gets the checks (and defaults) that load_config applies
     records = load_training_records(config)  # bad data fails before any folder is made
     if config.model.name != "tiny":
         resolve_model_path(config.model.name)

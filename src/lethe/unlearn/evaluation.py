@@ -102,10 +102,23 @@ def _before_eval(config: UnlearnConfig, inputs: EvalInputs, run_dir: Path) -> di
             before = check_before_eval(path, config.data.forget_split, inputs.forget_questions, "earlier")
         except LetheError:
             before = None  # this run's own file from other settings: recompute it
+        if before is not None and _before_key(before) != _before_key_of(config):
+            before = None  # computed for another model or with other evaluation settings
     if before is None:
         before = _evaluate(config.model.name, config, config.eval.retain_eval or None)
+        before["config"].update(model=str(config.model.name), retain_eval=config.eval.retain_eval)
     write_tofu_eval(before, path)
     return before
+
+
+def _before_key(evaluation: dict[str, Any]) -> tuple[Any, ...]:
+    c = evaluation.get("config") or {}
+    return c.get("model"), c.get("retain_eval"), c.get("limit"), c.get("max_new_tokens")
+
+
+def _before_key_of(config: UnlearnConfig) -> tuple[Any, ...]:
+    e = config.eval
+    return str(config.model.name), e.retain_eval, e.limit, e.max_new_tokens
 
 
 def sacrifice_rates(before: dict[str, Any], after: dict[str, Any]) -> dict[str, float | None]:

@@ -28,11 +28,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 from transformers import PrinterCallback, Trainer, TrainerCallback, set_seed
 from transformers.trainer_utils import get_last_checkpoint
 
-from lethe.config import to_yaml
+from lethe.config import config_changes, saved_config, to_yaml
 from lethe.data.tofu import RETAIN_OF
 from lethe.data.world import resolve_source
 from lethe.errors import LetheError
@@ -173,8 +172,7 @@ class UnlearnTrainer(Trainer):
 
     def _stop(self, step: int, what: str, detail: str = "") -> LetheError:
         """The error that ends the run at ``step``, naming the last good checkpoint on disk."""
-        output_dir = Path(self.args.output_dir)
-        last = get_last_checkpoint(str(output_dir)) if output_dir.is_dir() else None
+        last = _last_checkpoint(Path(self.args.output_dir))
         kept = f"last good checkpoint: {last}" if last else "no checkpoint was saved yet"
         return LetheError(f"unlearning stopped at step {step}: {what} (method {self.method.name}{detail}); "
                           f"{kept}; lower train.lr or change the method")
@@ -268,8 +266,11 @@ class GuardRecomputeCallback(TrainerCallback):
 
 # --- the recipe ----------------------------------------------------------------------------------------
 
-# GUARD settings a resumed run must share with the run that wrote its checkpoints
-GUARD_RESUME_KEYS = ("enabled", "tau", "normalize", "recompute_every", "retain_samples")
+# what a resumed run may change; every other setting must equal the interrupted run's config.yaml
+UNLEARN_RESUME_MAY_CHANGE = ("run_dir", "train.max_steps", "train.epochs", "train.logging_steps",
+                             "train.save_steps", "train.save_total_limit", "train.threads",
+                             *(f"eval.{key}" for key in ("enabled", "limit", "max_new_tokens", "batch_size",
+                                                         "retain_eval", "before")))  # evaluation runs after
 
 
 def load_forget_retain(data: UnlearnDataSettings, *, need_retain: bool = True,
@@ -362,29 +363,20 @@ def guard_recompute(settings: GuardSettings, forget: list[dict[str, list[int]]],
     return recompute
 
 
-def check_resume_guard(run_dir: Path, guard: GuardSettings) -> None:
-    """Refuse to resume with other GUARD settings than the checkpoints were trained with.
+def check_resume(run_dir: Path, config: UnlearnConfig) -> None:
+    """Refuse to resume with other settings than the checkpoints were trained with.
 
-    The stored attribution (and the weights in the checkpoints) follow from guard.tau, guard.normalize,
-    guard.retain_samples and guard.recompute_every; continuing with other values would silently change
-    the weights mid-run, and turning GUARD on or off would mix two objectives in one run. The settings of
-    the interrupted run are those of its config.yaml (written before its first step)."""
-    path = run_dir / "config.yaml"
-    if not path.is_file():
+    Another method, objective, data split, learning rate or GUARD setting would mix two runs in one: the
+    stored attribution (and the weights in the checkpoints) follow from guard.tau, guard.normalize,
+    guard.retain_samples and guard.recompute_every. Only :data:`UNLEARN_RESUME_MAY_CHANGE` may differ from the
+    interrupted run's config.yaml (written before its first step)."""
+    previous = saved_config(UnlearnConfig, run_dir / "config.yaml", f"cannot resume {run_dir}: it")
+    if previous is None:
         return
-    try:
-        stored = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError:
-        raise LetheError(f"{path}: not valid YAML, cannot check the settings of the run to resume; "
-                         "use a new run directory") from None
-    old = stored.get("guard") if isinstance(stored, dict) else None
-    if not isinstance(old, dict):
-        return
-    for key in GUARD_RESUME_KEYS:
-        new = getattr(guard, key)
-        if key in old and old[key] != new:
-            raise LetheError(f"cannot resume {run_dir} with guard.{key}={new!r}: its checkpoints were trained "
-                             f"with guard.{key}={old[key]!r} ({path}); use that value or a new run directory")
+    refused = config_changes(previous, config, ignore=UNLEARN_RESUME_MAY_CHANGE)
+    if refused:
+        raise LetheError(f"cannot resume {run_dir} with other settings than its checkpoints were trained with: "
+                         f"{'; '.join(refused)} (use a new run directory, or set them back)")
 
 
 def _last_checkpoint(checkpoints: Path) -> str | None:
@@ -402,7 +394,7 @@ def _setup_guard(trainer: UnlearnTrainer, config: UnlearnConfig, forget: list[di
                  retain: list[dict[str, list[int]]], ids: list[str], run_dir: Path, resume: str | None,
                  pad_id: int) -> dict[str, Any]:
     """GUARD weights into ``trainer``: computed at θ₀ and written to attribution.json, or, on resume,
-    read back from it (the settings are checked by :func:`check_resume_guard`)."""
+    read back from it (the settings are checked by :func:`check_resume`)."""
     g = config.guard
     guard_retain = _sample(retain, g.retain_samples, config.train.seed)
     recompute = guard_recompute(g, forget, guard_retain, g.batch_size or config.train.batch_size, pad_id)
@@ -440,6 +432,7 @@ def _save_final(trainer: UnlearnTrainer, tokenizer, run_dir: Path) -> Path:
         save_model(to_save, tokenizer, staging)
         shutil.rmtree(final, ignore_errors=True)
         staging.rename(final)
+    trainer.accelerator.wait_for_everyone()  # no rank reads model/ before it is complete
     return final
 
 
@@ -470,7 +463,7 @@ def run_unlearning(config: UnlearnConfig, *, quiet: bool = False,
     checkpoints = run_dir / "checkpoints"
     resume = _last_checkpoint(checkpoints)
     if resume is not None:
-        check_resume_guard(run_dir, config.guard)
+        check_resume(run_dir, config)
     log = RunLog(run_dir)
     args = training_arguments(config, checkpoints, quiet)
     if args.should_save:
