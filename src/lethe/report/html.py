@@ -28,6 +28,7 @@ from lethe.runs import atomic_write_bytes, atomic_write_text
 
 __all__ = ["NOTE_KINDS", "Report", "format_value", "is_rate_key"]
 
+WIDE_TABLE_COLUMNS = 8  # tables with more columns get the compact "wide" style
 NOTE_KINDS = {"info": "Note", "ok": "Holds", "warning": "Warning"}
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 _RATE = re.compile(r"(^|[_-])rates?($|[_-])")
@@ -310,7 +311,8 @@ class Report:
                 cells = "".join(f'<td class="num">{_esc(t)}</td>' if num else f"<td>{_esc(t)}</td>"
                                 for t, num in row)
                 rows.append(f"<tr{cls}>{cells}</tr>")
-            return (f'<div class="scroll"><table class="data">{caption}<thead><tr>{head}</tr></thead>'
+            kind = "data wide" if len(d["columns"]) > WIDE_TABLE_COLUMNS else "data"
+            return (f'<div class="scroll"><table class="{kind}">{caption}<thead><tr>{head}</tr></thead>'
                     f"<tbody>{''.join(rows)}</tbody></table></div>")
         if block.kind == "figure":
             fig = self.figures[d["name"]]
@@ -384,6 +386,9 @@ th, td { padding: 6px 12px; border-bottom: 1px solid var(--line); text-align: le
 table.data thead th { background: #eaeef2; border-bottom: 2px solid #afb8c1; white-space: nowrap; }
 table.data tbody tr:nth-child(even) { background: var(--zebra); }
 th.num, td.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
+table.wide { font-size: 12.5px; }  /* many columns: fit the page instead of scrolling */
+table.wide th, table.wide td { padding: 5px 7px; }
+table.wide thead th { white-space: normal; }
 tr.diff td { background: #fff8c5; }
 tr.diff td:first-child { box-shadow: inset 4px 0 0 #d4a72c; font-weight: 600; }
 table.kv th { font-weight: 600; color: var(--muted); white-space: nowrap; }
