@@ -139,3 +139,31 @@ def test_generated_ids_are_flagged(tmp_path: Path) -> None:
     txt = tmp_path / "c.txt"
     txt.write_text("One.\n\nTwo.")
     assert all(d.generated_id for d in load_documents(txt))
+
+
+def test_publish_dir_stages_then_renames(tmp_path: Path) -> None:
+    from lethe.runs import publish_dir
+
+    final = tmp_path / "model"
+
+    def build(text: str):
+        def write(staging: Path) -> None:
+            staging.mkdir()
+            (staging / "weights").write_text(text)
+        return write
+
+    publish_dir(final, build("v1"))
+    assert (final / "weights").read_text() == "v1"
+    publish_dir(final, build("v2"), keep_existing=lambda p: (p / "weights").is_file())  # kept: complete already
+    assert (final / "weights").read_text() == "v1"
+    publish_dir(final, build("v3"))  # replaced
+    assert (final / "weights").read_text() == "v3"
+
+    def failing(staging: Path) -> None:
+        build("half")(staging)
+        raise KeyboardInterrupt  # killed mid-build
+
+    with pytest.raises(KeyboardInterrupt):
+        publish_dir(final, failing)
+    assert (final / "weights").read_text() == "v3"  # the published folder is untouched
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]  # no staging folder left

@@ -15,7 +15,6 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
-import shutil
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -33,6 +32,7 @@ from transformers import (
 )
 
 from lethe.errors import LetheError
+from lethe.runs import publish_dir
 
 PRESETS = ("tiny", "smollm2-135m")
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -121,21 +121,8 @@ def _smollm2_folder() -> Path:
         delattr(config, "quantization_config")  # de-quantized already; a plain model can be saved
     model = type(quantized)(config)
     model.load_state_dict(quantized.state_dict())
-    staging = target.with_name(f"{target.name}.partial-{os.getpid()}")  # concurrent runs never share one
-    shutil.rmtree(staging, ignore_errors=True)  # a leftover of an earlier process with the same pid
-    try:
-        save_model(model, tokenizer, staging)
-    except BaseException:  # killed or failed: no half-written ~540 MB folder left behind
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    try:
-        staging.rename(target)
-    except OSError:  # the target exists: finished by another process meanwhile, or an incomplete leftover
-        if _converted(target):
-            shutil.rmtree(staging, ignore_errors=True)
-        else:
-            shutil.rmtree(target, ignore_errors=True)
-            staging.rename(target)
+    # another process may have finished meanwhile (kept); an incomplete leftover is replaced
+    publish_dir(target, lambda staging: save_model(model, tokenizer, staging), keep_existing=_converted)
     return target
 
 

@@ -10,8 +10,10 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +25,29 @@ def _file_mode() -> int:
     umask = os.umask(0o022)
     os.umask(umask)
     return 0o666 & ~umask
+
+
+def publish_dir(final: str | Path, build: Callable[[Path], Any],
+                keep_existing: Callable[[Path], bool] | None = None) -> Path:
+    """Build a folder as ``<final>.partial-<pid>`` and rename it to ``final``: a reader (or a killed run)
+    never sees a half-written folder, and concurrent processes never share a staging folder.
+
+    ``final`` already there (an earlier result, or another process finished first): kept when
+    ``keep_existing(final)`` says so, else replaced. A build that fails leaves no staging folder."""
+    final = Path(final)
+    staging = final.with_name(f"{final.name}.partial-{os.getpid()}")
+    shutil.rmtree(staging, ignore_errors=True)  # a leftover of an earlier process with the same pid
+    try:
+        build(staging)
+        if final.exists() and keep_existing is not None and keep_existing(final):
+            shutil.rmtree(staging, ignore_errors=True)
+            return final
+        shutil.rmtree(final, ignore_errors=True)
+        staging.rename(final)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return final
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> Path:

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import os
-import shutil
 from pathlib import Path
 
 from lethe.data.fictional import generate_world
 from lethe.errors import LetheError
 from lethe.models import cache_dir
+from lethe.runs import publish_dir
 
 EMBEDDED = "embedded"
 
@@ -16,14 +15,11 @@ EMBEDDED = "embedded"
 def embedded_world(n_authors: int = 100, seed: int = 0) -> Path:
     """The embedded world's folder, generated on first use (about a second) into the cache."""
     folder = cache_dir() / f"world-n{n_authors}-s{seed}"
-    if not (folder / "world.json").is_file():
-        staging = folder.with_name(f"{folder.name}.partial-{os.getpid()}")
-        shutil.rmtree(staging, ignore_errors=True)
-        generate_world(staging, n_authors=n_authors, seed=seed)
-        try:
-            staging.rename(folder)
-        except OSError:  # another process finished first; its world is byte-identical
-            shutil.rmtree(staging, ignore_errors=True)
+    def complete(path: Path) -> bool:  # another process may finish first; its world is byte-identical
+        return (path / "world.json").is_file()
+
+    if not complete(folder):
+        publish_dir(folder, lambda staging: generate_world(staging, n_authors=n_authors, seed=seed), complete)
     return folder
 
 

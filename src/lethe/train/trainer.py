@@ -19,8 +19,6 @@ because the checkpoint's weights, optimizer state and data order would silently 
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -45,7 +43,7 @@ from lethe.models import (
     tiny_model,
     train_bpe_tokenizer,
 )
-from lethe.runs import RunLog, atomic_write_json, atomic_write_text, new_run_dir
+from lethe.runs import RunLog, atomic_write_json, atomic_write_text, new_run_dir, publish_dir
 from lethe.train.collator import CausalLMCollator
 from lethe.train.goldfish import canonical_id_table
 
@@ -206,14 +204,9 @@ def _tiny_tokenizer(config: TrainConfig, records: list[dict[str, Any]], folder: 
     if folder.is_dir():
         return load_tokenizer_folder(folder)
     tokenizer = train_bpe_tokenizer([record_content(r) for r in records], vocab_size=config.model.vocab_size)
-    staging = folder.with_name(f"{folder.name}.partial-{os.getpid()}")  # ranks of one launch each train one
-    tokenizer.save_pretrained(staging)
-    try:
-        staging.rename(folder)
-    except OSError:  # another rank saved first: use that one
-        shutil.rmtree(staging, ignore_errors=True)
-        return load_tokenizer_folder(folder)
-    return tokenizer
+    # the ranks of one launch each train one (identically); when another rank saved first, use that one
+    publish_dir(folder, tokenizer.save_pretrained, keep_existing=Path.is_dir)
+    return load_tokenizer_folder(folder)
 
 
 def _prepare_model(config: TrainConfig, records: list[dict[str, Any]], run_dir: Path):
@@ -324,11 +317,7 @@ def _save_final_model(trainer: LetheTrainer, tokenizer: PreTrainedTokenizerBase,
     """``run_dir/model`` (staged, then renamed), written by the main process only."""
     final = run_dir / "model"
     if trainer.is_world_process_zero():
-        staging = run_dir / "model.partial"
-        shutil.rmtree(staging, ignore_errors=True)
-        save_model(trainer.model, tokenizer, staging)
-        shutil.rmtree(final, ignore_errors=True)
-        staging.rename(final)
+        publish_dir(final, lambda staging: save_model(trainer.model, tokenizer, staging))
     trainer.accelerator.wait_for_everyone()
     return final
 

@@ -21,7 +21,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import json
-import shutil
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -37,7 +36,7 @@ from lethe.data.world import resolve_source
 from lethe.errors import LetheError
 from lethe.losses import sequence_nll
 from lethe.models import load_model, save_model
-from lethe.runs import RunLog, atomic_write_json, atomic_write_text, new_run_dir
+from lethe.runs import RunLog, atomic_write_json, atomic_write_text, new_run_dir, publish_dir
 from lethe.train.trainer import JsonlLogCallback, training_arguments
 from lethe.unlearn import guard as guard_lib
 from lethe.unlearn.config import GuardSettings, LoraSettings, UnlearnConfig, UnlearnDataSettings
@@ -422,16 +421,12 @@ def _setup_guard(trainer: UnlearnTrainer, config: UnlearnConfig, forget: list[di
 
 
 def _save_final(trainer: UnlearnTrainer, tokenizer, run_dir: Path) -> Path:
-    """model/ (LoRA merged), through model.partial/ and a rename."""
+    """model/ (LoRA merged), staged and renamed (:func:`lethe.runs.publish_dir`)."""
     final = run_dir / "model"
     if trainer.args.should_save:
         unwrapped = trainer.accelerator.unwrap_model(trainer.model)
         to_save = unwrapped.merge_and_unload() if _is_peft(unwrapped) else unwrapped
-        staging = run_dir / "model.partial"
-        shutil.rmtree(staging, ignore_errors=True)
-        save_model(to_save, tokenizer, staging)
-        shutil.rmtree(final, ignore_errors=True)
-        staging.rename(final)
+        publish_dir(final, lambda staging: save_model(to_save, tokenizer, staging))
     trainer.accelerator.wait_for_everyone()  # no rank reads model/ before it is complete
     return final
 
