@@ -21,6 +21,7 @@ from lethe.data.world import EMBEDDED, resolve_source
 from lethe.errors import LetheError
 from lethe.models import load_model
 from lethe.report import Report, figures
+from lethe.report.compare import scalars
 from lethe.runs import RunLog, atomic_write_json, atomic_write_text, new_run_dir
 
 DEFAULT_DOCUMENTS = "biographies.jsonl"
@@ -96,7 +97,7 @@ def audit_extraction(settings: ExtractionSettings, run_dir: str | Path | None = 
     summary = extraction_summary(report)
     atomic_write_json(out / "metrics.json", {"extraction": summary})
     page = Report("Extraction audit", subtitle=f"model {settings.model}, data {settings.data}")
-    page.add_table([{"model": Path(settings.model).name or settings.model, **_scalar(summary)}],
+    page.add_table([{"model": Path(settings.model).name or settings.model, **scalars(summary)}],
                    caption=f"Greedy{'/beam' if settings.num_beams > 1 else ''} extraction of a "
                            f"{settings.suffix_len}-token suffix")
     if isinstance(summary.get("semantic"), dict):
@@ -104,7 +105,7 @@ def audit_extraction(settings: ExtractionSettings, run_dir: str | Path | None = 
     page.add_figure("rouge_distribution", figures.rouge_distribution({settings.model: report["rougeL_all"]}),
                     "ROUGE-L (no stemming) between the generated and the true suffix, per document.")
     page.write(out)
-    RunLog(out)("audit_extraction", **_scalar(summary), **_semantic_fields(summary))
+    RunLog(out)("audit_extraction", **scalars(summary), **_semantic_fields(summary))
     return out, summary
 
 
@@ -115,7 +116,7 @@ def write_config(run_dir: Path, settings: Any) -> Path:
 
 def add_semantic_table(page: Report, semantic: dict[str, Any]) -> None:
     """The semantic-similarity means as a table captioned with the featurizer that produced them."""
-    means = {k: v for k, v in semantic.items() if k != "featurizer" and not isinstance(v, list | dict)}
+    means = {k: v for k, v in scalars(semantic).items() if k != "featurizer"}
     page.add_table([means], caption=f"Semantic similarity of generated and true suffixes (BERTScore-style, "
                                     f"raw cosines; featurizer: {semantic.get('featurizer', 'unknown')})")
 
@@ -124,7 +125,7 @@ def _semantic_fields(summary: dict[str, Any]) -> dict[str, Any]:
     semantic = summary.get("semantic")
     if not isinstance(semantic, dict):
         return {}
-    return {f"semantic_{k}": v for k, v in semantic.items() if not isinstance(v, list | dict)}
+    return {f"semantic_{k}": v for k, v in scalars(semantic).items()}
 
 
 def add_semantic_similarity(report: dict[str, Any]) -> None:
@@ -233,10 +234,6 @@ def max_exposure(result: dict[str, Any]) -> float | None:
 
 def _mean(values: list[float]) -> float | None:
     return sum(values) / len(values) if values else None
-
-
-def _scalar(summary: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in summary.items() if not isinstance(v, list | dict)}
 
 
 @dataclass

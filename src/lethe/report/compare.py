@@ -34,7 +34,7 @@ from lethe.errors import LetheError
 from lethe.report import figures
 from lethe.report.html import Report, is_rate_key
 
-__all__ = ["compare_runs", "flatten", "load_metrics", "values_differ"]
+__all__ = ["compare_runs", "flatten", "load_metrics", "scalars", "values_differ"]
 
 MAX_LIST = 8  # lists of at most this many scalars are shown as one cell; longer ones are left out
 ROC_ATTACK_ORDER = ("loss", "zlib", "min_k_0.2", "min_k_pp_0.2", "reference", "gradnorm")
@@ -91,15 +91,16 @@ def load_metrics(run_dir: Path) -> dict[str, Any]:
     return flatten(data)
 
 
-def _scalars(data: Any) -> dict[str, Any]:
+def scalars(data: Any) -> dict[str, Any]:
+    """The entries of a dict that are neither lists nor dicts ({} for anything that is not a dict)."""
     return {k: v for k, v in data.items() if not isinstance(v, list | dict)} if isinstance(data, dict) else {}
 
 
 def _extraction_summary(data: Any) -> dict[str, Any]:
     """Scalars of an ``extraction.json`` plus those of its ``semantic`` block (means, featurizer)."""
-    out = _scalars(data)
+    out = scalars(data)
     if isinstance(data, dict) and isinstance(data.get("semantic"), dict):
-        out["semantic"] = _scalars(data["semantic"])
+        out["semantic"] = scalars(data["semantic"])
     return out
 
 
@@ -114,7 +115,7 @@ def arm_metrics(run_dir: Path) -> dict[str, Any]:
     """Metrics of a directory without ``metrics.json``, from its audit results (see the module docstring)."""
     readers = {"train_metrics.json": ("train", lambda d: d), "extraction.json": ("extraction", _extraction_summary),
                "mia.json": ("mia", _mia_summary),
-               "canaries.json": ("canaries", lambda d: {"exposure_by_repetitions": _scalars(
+               "canaries.json": ("canaries", lambda d: {"exposure_by_repetitions": scalars(
                    d.get("exposure_by_repetitions") if isinstance(d, dict) else None)})}
     out: dict[str, Any] = {}
     for filename, (key, summarise) in readers.items():
