@@ -28,11 +28,8 @@ from benchmarks.common import (
     Setup,
     Spec,
     Variant,
-    arg_parser,
-    child_main,
-    print_summary,
+    benchmark_main,
     run_benchmark,
-    spec_from_args,
 )
 
 NAME = "extraction"
@@ -145,14 +142,8 @@ def run(spec: Spec | None = None, *, isolate: bool = True, out_path: str | None 
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = arg_parser(__doc__.splitlines()[0], BATCH_SIZE).parse_args(argv)
-    if args.child:
-        return child_main(args, VARIANTS)
-    report = run(spec_from_args(args, full_n=FULL_N, quick_n=QUICK_N), isolate=not args.no_isolate,
-                 out_path=args.out)
-    print_summary(report)
-    return 0 if report["identical"] else 1
-
+    return benchmark_main(argv, doc=__doc__, batch_size=BATCH_SIZE, variants=VARIANTS, run=run, full_n=FULL_N,
+                          quick_n=QUICK_N)
 
 if __name__ == "__main__":
     sys.exit(main())

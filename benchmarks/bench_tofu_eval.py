@@ -40,11 +40,8 @@ from benchmarks.common import (
     Setup,
     Spec,
     Variant,
-    arg_parser,
-    child_main,
-    print_summary,
+    benchmark_main,
     run_benchmark,
-    spec_from_args,
     world_dir,
 )
 
@@ -256,18 +253,15 @@ def run(spec: Spec | None = None, *, isolate: bool = True, out_path: str | None 
     )
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = arg_parser(__doc__.splitlines()[0], BATCH_SIZE).parse_args(argv)
-    if args.child:
-        return child_main(args, VARIANTS)
-    report = run(spec_from_args(args, full_n=FULL_N, quick_n=QUICK_N), isolate=not args.no_isolate,
-                 out_path=args.out)
-    print_summary(report)
+def _print_identity(report: dict[str, Any]) -> None:
     check = report["identity"]["shared"]
     print(f"   max rel diff {check['max_rel_diff_overall']:.2e} over {check['n_values']} values; argmax-derived "
           f"mismatches {sum(check['discrete_mismatches'].values())}")
-    return 0 if report["identical"] else 1
 
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return benchmark_main(argv, doc=__doc__, batch_size=BATCH_SIZE, variants=VARIANTS, run=run, full_n=FULL_N,
+                          quick_n=QUICK_N, after=_print_identity)
 
 if __name__ == "__main__":
     sys.exit(main())

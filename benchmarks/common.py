@@ -443,3 +443,19 @@ def spec_from_args(args: argparse.Namespace, *, full_n: int, quick_n: int) -> Sp
     return Spec(n=n, batch_size=args.batch_size, model=args.model, vocab_size=args.vocab_size,
                 hidden_size=args.hidden_size, num_layers=args.num_layers, repeats=args.repeats,
                 max_seconds=args.max_seconds, threads=args.threads, device=args.device)
+
+
+def benchmark_main(argv: Sequence[str] | None, *, doc: str, batch_size: int, variants: dict[str, Prepare],
+                   run: Callable[..., dict[str, Any]], full_n: int, quick_n: int,
+                   after: Callable[[dict[str, Any]], None] | None = None) -> int:
+    """The command line of a one-size benchmark module: a child variant (``--child``) or the whole
+    comparison, its summary printed (then ``after(report)``); exit status 1 if the outputs differ."""
+    args = arg_parser(doc.splitlines()[0], batch_size).parse_args(argv)
+    if args.child:
+        return child_main(args, variants)
+    report = run(spec_from_args(args, full_n=full_n, quick_n=quick_n), isolate=not args.no_isolate,
+                 out_path=args.out)
+    print_summary(report)
+    if after is not None:
+        after(report)
+    return 0 if report["identical"] else 1
