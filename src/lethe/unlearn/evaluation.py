@@ -131,9 +131,9 @@ def unlearn_and_evaluate(config: UnlearnConfig, *, quiet: bool = False) -> tuple
     Writes, besides the files of :func:`run_unlearning`, tofu_eval_before.json (a copy of ``eval.before``
     when given), tofu_eval.json, and the report; nothing outside the run directory."""
     config.validate()
-    load_unlearn_data(config)  # fail before anything is written: the unlearning data first,
+    data = load_unlearn_data(config)  # fail before anything is written: the unlearning data first,
     inputs = check_eval_inputs(config)  # then what the evaluation will read
-    run_dir, metrics = run_unlearning(config, quiet=quiet)
+    run_dir, metrics = run_unlearning(config, quiet=quiet, data=data)
     if inputs is None:
         return run_dir, metrics
     before = _before_eval(config, inputs, run_dir)

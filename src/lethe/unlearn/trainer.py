@@ -298,7 +298,10 @@ def load_forget_retain(data: UnlearnDataSettings, *, need_retain: bool = True,
     return forget, retain, retain_split if retain else ""
 
 
-def load_unlearn_data(config: UnlearnConfig) -> tuple[list[dict[str, Any]], list[dict[str, Any]], str]:
+UnlearnData = tuple[list[dict[str, Any]], list[dict[str, Any]], str]  # forget, retain records, retain split
+
+
+def load_unlearn_data(config: UnlearnConfig) -> UnlearnData:
     """:func:`load_forget_retain` for ``config``: the retain set is required unless the method has no
     retain term and GUARD (which averages retain gradients) is off."""
     need_retain = get_method(config.method).retain != "none" or config.guard.enabled
@@ -431,18 +434,19 @@ def _save_final(trainer: UnlearnTrainer, tokenizer, run_dir: Path) -> Path:
     return final
 
 
-def run_unlearning(config: UnlearnConfig, *, quiet: bool = False,
-                   callbacks: Sequence[TrainerCallback] = ()) -> tuple[Path, dict[str, Any]]:
+def run_unlearning(config: UnlearnConfig, *, quiet: bool = False, callbacks: Sequence[TrainerCallback] = (),
+                   data: UnlearnData | None = None) -> tuple[Path, dict[str, Any]]:
     """``lethe unlearn``: unlearn ``data.forget_split`` from ``model.name`` into a run directory.
 
     Writes config.yaml, attribution.json (GUARD), checkpoints/, model/ (safetensors; LoRA merged),
     metrics.json and log.jsonl; re-running on the same directory resumes from the last checkpoint (with
-    the same GUARD settings). Data, model and truncation are checked before anything is written."""
+    the same GUARD settings). Data, model and truncation are checked before anything is written. ``data``:
+    what :func:`load_unlearn_data` returned for ``config``, when the caller has loaded it already."""
     config.validate()
     method = get_method(config.method)
     o = config.objective
     hyper = resolve_hyper(method, o.gamma, o.alpha, o.beta, o.delta)
-    forget_records, retain_records, retain_split = load_unlearn_data(config)
+    forget_records, retain_records, retain_split = data if data is not None else load_unlearn_data(config)
     refusals = refusal_answers(config.data.idk_file) if method.refusals else []
     if config.train.threads > 0:
         torch.set_num_threads(config.train.threads)
