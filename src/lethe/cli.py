@@ -1,7 +1,7 @@
 """``lethe <command>``: the command-line interface.
 
 Commands: ``data fictional``, ``train``, ``unlearn``, ``eval tofu``, ``audit extraction|mia|canaries``,
-``report``, ``demo goldfish|unlearn``.
+``memsinks bake``, ``report``, ``demo goldfish|unlearn|memsinks``.
 Every command writes a run directory; bad input (bad arguments included) ends with one line
 ``error: <what is wrong>`` and exit code 2. ``demo goldfish`` exits 1 when its headline does not hold.
 """
@@ -87,7 +87,8 @@ def cmd_audit_extraction(args: argparse.Namespace) -> None:
         raise LetheError(f"--batch-size must be >= 1, got {args.batch_size}")
     settings = ExtractionSettings(model=args.model, data=args.data, suffix_len=args.suffix_len,
                                   prefix_len=args.prefix_len, batch_size=args.batch_size, limit=args.limit,
-                                  num_beams=args.num_beams, any_of_beams=args.any_of_beams, semantic=args.semantic)
+                                  num_beams=args.num_beams, any_of_beams=args.any_of_beams, semantic=args.semantic,
+                                  memsinks_mode=args.memsinks_mode or "", memsinks_ids=_ids(args.memsinks_ids))
     run_dir, summary = audit_extraction(settings, args.run_dir)
     _finish(args, run_dir, summary)
 
@@ -101,9 +102,30 @@ def cmd_audit_mia(args: argparse.Namespace) -> None:
     settings = MIASettings(model=args.model, members=args.members, nonmembers=args.nonmembers,
                            reference=args.reference or "", ks=ks, gradnorm=args.gradnorm,
                            max_length=args.max_length, batch_size=args.batch_size,
-                           n_bootstrap=args.bootstrap, seed=args.seed)
+                           n_bootstrap=args.bootstrap, seed=args.seed,
+                           memsinks_mode=args.memsinks_mode or "", memsinks_ids=_ids(args.memsinks_ids))
     run_dir, summary = audit_mia(settings, args.run_dir)
     _finish(args, run_dir, summary)
+
+
+def _ids(text: str | None) -> list[int]:
+    """``--memsinks-ids 3,17``: positive integer document IDs."""
+    if not text:
+        return []
+    try:
+        ids = [int(item) for item in text.split(",") if item.strip()]
+    except ValueError:
+        raise LetheError(f"--memsinks-ids must be comma-separated integers, got {text!r}") from None
+    if any(i < 1 for i in ids):
+        raise LetheError(f"--memsinks-ids must be >= 1, got {text!r}")
+    return ids
+
+
+def cmd_memsinks_bake(args: argparse.Namespace) -> None:
+    from lethe.train.memsinks import bake_model_folder
+
+    out = bake_model_folder(args.model, args.out, args.mode, ids=_ids(args.ids))
+    print(f"baked MemSinks mode '{args.mode}' into {out}")
 
 
 def cmd_audit_canaries(args: argparse.Namespace) -> None:
@@ -183,6 +205,27 @@ def cmd_demo_unlearn(args: argparse.Namespace) -> None:
     run_unlearn_demo(config, quiet=args.quiet)
 
 
+def cmd_demo_memsinks(args: argparse.Namespace) -> int:
+    from lethe.config import load_config
+    from lethe.demo import memsinks
+
+    overrides = list(args.overrides)
+    if args.run_dir:
+        overrides.append(f"run_dir={args.run_dir}")
+    config = load_config(memsinks.MemSinksDemoConfig, args.config, overrides)
+    _, metrics = memsinks.run_memsinks_demo(config, quiet=args.quiet)
+    if metrics["headline_holds"]:
+        return 0
+    print(f"error: {memsinks.headline_failure(config, metrics)}", file=sys.stderr)
+    return 1
+
+
+def _memsinks_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--memsinks-mode", choices=("all", "dropout", "exclude", "activate"),
+                        help="audit a MemSinks model in this mode (needs its memsinks.json): dropout = sinks off")
+    parser.add_argument("--memsinks-ids", help="document IDs for --memsinks-mode exclude (several) / activate (one)")
+
+
 def _group(commands: argparse._SubParsersAction, name: str, help: str) -> argparse._SubParsersAction:
     """A command with subcommands (``lethe audit extraction``): its subparsers action."""
     return commands.add_parser(name, help=help).add_subparsers(dest="what", required=True, metavar="SUBCOMMAND")
@@ -243,6 +286,7 @@ def build_parser() -> argparse.ArgumentParser:
     extraction.add_argument("--semantic", action="store_true",
                             help="add BERTScore-style similarity (offline all-MiniLM-L6-v2 featurizer)")
     extraction.add_argument("--run-dir", help="run directory")
+    _memsinks_options(extraction)
     extraction.set_defaults(func=cmd_audit_extraction)
 
     mia = audit.add_parser("mia", parents=[common], help="membership inference: loss, zlib, min-k, min-k++, ref")
@@ -257,6 +301,7 @@ def build_parser() -> argparse.ArgumentParser:
     mia.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the CIs (0 = none)")
     mia.add_argument("--seed", type=int, default=0)
     mia.add_argument("--run-dir", help="run directory")
+    _memsinks_options(mia)
     mia.set_defaults(func=cmd_audit_mia)
 
     canaries = audit.add_parser("canaries", parents=[common], help="canary exposure (Secret Sharer), in bits")
@@ -266,6 +311,18 @@ def build_parser() -> argparse.ArgumentParser:
     canaries.add_argument("--seed", type=int, default=0)
     canaries.add_argument("--run-dir", help="run directory")
     canaries.set_defaults(func=cmd_audit_canaries)
+
+    memsinks = _group(commands, "memsinks", "MemSinks models")
+    bake = memsinks.add_parser("bake", parents=[common], help="fold a MemSinks mode into a plain HF model",
+                               description="lethe memsinks bake MODEL --mode dropout --out DIR: the saved model "
+                                           "gives the hooked model's logits with no hooks")
+    bake.add_argument("model", help="a model folder trained with train.memsinks.enabled (has memsinks.json)")
+    bake.add_argument("--mode", required=True, choices=("all", "dropout", "exclude", "activate"),
+                      help="dropout = sinks off (the deletion); all = sinks x p_mem; exclude = all without the "
+                           "sinks of --ids; activate = shared + the sinks of one ID")
+    bake.add_argument("--ids", help="document IDs for exclude (comma-separated) / activate (one)")
+    bake.add_argument("--out", required=True, help="output folder (must not exist)")
+    bake.set_defaults(func=cmd_memsinks_bake)
 
     report = commands.add_parser("report", parents=[common], help="compare several runs in one HTML page")
     report.add_argument("runs", nargs="+", help="run directories (metrics.json, or the audit files of a demo arm)")
@@ -286,6 +343,13 @@ def build_parser() -> argparse.ArgumentParser:
     demo_unlearn.add_argument("--config", help="YAML config for the demo")
     demo_unlearn.add_argument("--run-dir", help="run directory (re-run the same one to reuse finished stages)")
     demo_unlearn.set_defaults(func=cmd_demo_unlearn)
+    demo_memsinks = demo.add_parser("memsinks", parents=[common],
+                                    help="standard vs MemSinks training with heavily repeated documents, then "
+                                         "the sinks switched off (the paper's TinyStories experiment in miniature)")
+    demo_memsinks.add_argument("overrides", nargs="*", help="dotted overrides, e.g. repetitions=30 train.max_steps=200")
+    demo_memsinks.add_argument("--config", help="YAML config for the demo")
+    demo_memsinks.add_argument("--run-dir", help="run directory (re-run the same one to reuse trained arms)")
+    demo_memsinks.set_defaults(func=cmd_demo_memsinks)
     return parser
 
 

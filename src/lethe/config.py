@@ -18,6 +18,7 @@ from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationE
 
 from lethe.errors import LetheError
 from lethe.train.goldfish import STRATEGIES
+from lethe.train.memsinks import SINK_STRATEGIES, check_probabilities
 
 T = TypeVar("T")
 
@@ -52,6 +53,7 @@ class DataSettings:
     id_field: str = "id"
     max_length: int = 256
     limit: int = 0  # 0 = every record
+    pack: bool = False  # pack several documents into each row of max_length tokens (attention stays per document)
     world_authors: int = 100  # embedded world only
     world_seed: int = 0
 
@@ -97,6 +99,30 @@ def _check_int(key: str, value: Any, minimum: int | None = None) -> None:
 
 
 @dataclass
+class MemSinksSettings:
+    """MemSinks (DESIGN 3.2): each document's tokens also switch on its own ID-keyed subset of sink neurons."""
+
+    enabled: bool = False
+    p_gen: float = 0.7  # fraction of each MLP's hidden units that are shared (always on)
+    p_mem: float = 0.3  # fraction of the sink pool a document switches on
+    strategy: str = "hash"  # hash (fixed cardinality) | reference (the authors' batch_seqtied_mask_mult)
+    seed: int = 0  # `hash` only
+    per_layer: bool = False  # `hash` only: a different sink subset per layer (the reference shares one)
+    dropout_scale: float = 0.0  # shared-unit factor of the `dropout` mode; 0 = the reference's (p_gen+p_mem)/p_gen
+    id_field: str = ""  # "" = the document id the collator computes (record id, else content hash)
+
+    def validate(self, key: str = "train.memsinks") -> None:
+        check_probabilities(self.p_gen, self.p_mem, key)
+        _check_int(f"{key}.seed", self.seed)
+        if self.strategy not in SINK_STRATEGIES:
+            raise LetheError(f"config: {key}.strategy must be one of {', '.join(SINK_STRATEGIES)}, "
+                             f"got {self.strategy!r}")
+        if not self.dropout_scale >= 0 or self.dropout_scale == float("inf"):
+            raise LetheError(f"config: {key}.dropout_scale must be >= 0 (0 = the reference's factor), "
+                             f"got {self.dropout_scale}")
+
+
+@dataclass
 class TrainSettings:
     """Optimisation; passed to HF ``TrainingArguments``."""
 
@@ -113,7 +139,9 @@ class TrainSettings:
     save_steps: int = 200
     save_total_limit: int = 2
     threads: int = 0  # torch CPU threads; 0 = leave as is
+    gradient_checkpointing: bool = False
     goldfish: GoldfishSettings = field(default_factory=GoldfishSettings)
+    memsinks: MemSinksSettings = field(default_factory=MemSinksSettings)
 
     def validate(self) -> None:
         if self.batch_size < 1 or self.grad_accum < 1:
@@ -123,6 +151,7 @@ class TrainSettings:
         if self.max_steps <= 0 and self.epochs <= 0:
             raise LetheError("config: set train.epochs > 0 or train.max_steps > 0")
         self.goldfish.validate()  # a bad k is an error even while goldfish is off
+        self.memsinks.validate()
 
 
 @dataclass

@@ -23,6 +23,7 @@ from lethe.models import load_model
 from lethe.report import Report, figures
 from lethe.report.compare import scalars
 from lethe.runs import RunLog, atomic_write_json, atomic_write_text, new_run_dir
+from lethe.train.memsinks import load_model_in_mode
 
 DEFAULT_DOCUMENTS = "biographies.jsonl"
 DEFAULT_CANARIES = "canaries.jsonl"
@@ -39,6 +40,8 @@ class ExtractionSettings:
     num_beams: int = 1  # > 1: beam-search attack with B beams
     any_of_beams: bool = False  # count a document as extracted if any of the B beams reproduces it
     semantic: bool = False  # BERTScore-style similarity with the offline all-MiniLM-L6-v2 featurizer
+    memsinks_mode: str = ""  # a MemSinks model in this mode (all, dropout, exclude, activate); "" = as saved
+    memsinks_ids: list[int] = field(default_factory=list)  # the IDs of exclude / activate
 
 
 @dataclass
@@ -53,6 +56,8 @@ class MIASettings:
     batch_size: int = 16
     n_bootstrap: int = 1000
     seed: int = 0
+    memsinks_mode: str = ""
+    memsinks_ids: list[int] = field(default_factory=list)
 
 
 @dataclass
@@ -83,7 +88,7 @@ def audit_extraction(settings: ExtractionSettings, run_dir: str | Path | None = 
     """``lethe audit extraction``: suffix extraction on every document; writes extraction.json."""
     documents = load_audit_documents(settings.data, settings.limit)
     if model is None or tokenizer is None:
-        model, tokenizer = load_model(settings.model)
+        model, tokenizer = load_model_in_mode(settings.model, settings.memsinks_mode, ids=settings.memsinks_ids)
     out = new_run_dir("audit-extraction", run_dir)
     write_config(out, settings)
     result = run_extraction(
@@ -146,7 +151,7 @@ def audit_mia(settings: MIASettings, run_dir: str | Path | None = None, model=No
     members = [text for _, text in load_audit_documents(settings.members)]
     nonmembers = [text for _, text in load_audit_documents(settings.nonmembers)]
     if model is None or tokenizer is None:
-        model, tokenizer = load_model(settings.model)
+        model, tokenizer = load_model_in_mode(settings.model, settings.memsinks_mode, ids=settings.memsinks_ids)
     reference = load_model(settings.reference) if settings.reference else None
     out = new_run_dir("audit-mia", run_dir)
     write_config(out, settings)

@@ -32,9 +32,10 @@ class Document:
 
 def stable_doc_id(record_id: str | None, content: str) -> int:
     """The integer id a training sequence carries (``doc_ids``): 63 bits of BLAKE2b of the record's id, or of
-    its content when it has none, so repeated copies of a document share one id in every process and run."""
+    its content when it has none, so repeated copies of a document share one id in every process and run.
+    Always >= 1 (MemSinks reserves 0, and -1 marks padding)."""
     source = f"id:{record_id}" if record_id is not None else f"content:{content}"
-    return int.from_bytes(hashlib.blake2b(source.encode("utf-8"), digest_size=8).digest(), "little") >> 1
+    return max(1, int.from_bytes(hashlib.blake2b(source.encode("utf-8"), digest_size=8).digest(), "little") >> 1)
 
 
 def _one_line(message: str) -> str:

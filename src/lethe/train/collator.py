@@ -14,6 +14,12 @@ whose model eventually sees every token, unlike under ``static`` / ``hash`` -- a
 batch position or process, and after a resume (the trainer sets :attr:`CausalLMCollator.epoch` at each
 epoch's start). Features carrying a ``sample_index`` (the trainer's do) mix it in, so repeated copies of a
 passage (canaries) get independent masks as well.
+
+Packing (``pack_length`` > 0): after goldfish, the batch's documents are packed first-fit, in order, into
+rows of at most ``pack_length`` tokens. Such a batch has ``position_ids`` that restart at 0 for every
+document and **no** ``attention_mask``: from the position resets, transformers' masking builds a causal
+mask that never crosses a document boundary (a packed row gives every document the logits it gets alone),
+and ``doc_ids`` keeps each token's own document (MemSinks keys its sinks on it).
 """
 
 from __future__ import annotations
@@ -46,6 +52,7 @@ class CausalLMCollator:
     special_ids: tuple[int, ...] = ()
     canonical_ids: torch.Tensor | None = None
     epoch: int = 0  # `random` goldfish only: set by the trainer at the start of every epoch
+    pack_length: int = 0  # > 0: pack the batch's documents into rows of at most this many tokens
 
     def __call__(self, features: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         width = max(len(f["input_ids"]) for f in features)
@@ -62,6 +69,9 @@ class CausalLMCollator:
             doc_ids[row, :n] = int(feature.get("doc_id", row))
         if self.goldfish is not None and self.goldfish.enabled:
             labels = self._goldfish(self.goldfish, labels, input_ids, features)
+        if self.pack_length > 0:
+            return pack_rows(input_ids, labels, doc_ids, attention_mask.sum(1).tolist(), self.pack_length,
+                             self.pad_id)
         return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels, "doc_ids": doc_ids}
 
     def _goldfish(self, g: GoldfishSettings, labels: torch.Tensor, input_ids: torch.Tensor,
@@ -78,3 +88,39 @@ class CausalLMCollator:
             seed = content_seed(g.seed, ids, self.epoch, feature.get("sample_index"))
             drop[row, : len(ids)] = goldfish_mask(ids, g.k, g.h, "random", seed=seed)
         return labels.masked_fill(drop, IGNORE_INDEX)
+
+
+def pack_rows(input_ids: torch.Tensor, labels: torch.Tensor, doc_ids: torch.Tensor, lengths: list[int],
+              pack_length: int, pad_id: int) -> dict[str, torch.Tensor]:
+    """Pack right-padded rows (one document each) first-fit into rows of at most ``pack_length`` tokens.
+
+    Returns ``input_ids``, ``labels``, ``doc_ids`` and ``position_ids`` (0 … n−1 per document, and per
+    padding tail, which is its own segment with labels −100 and doc id −1); no ``attention_mask``.
+    """
+    bins: list[list[int]] = []
+    room: list[int] = []
+    for row, n in enumerate(lengths):
+        n = min(n, pack_length)
+        target = next((b for b, free in enumerate(room) if free >= n), None)
+        if target is None:
+            bins.append([])
+            room.append(pack_length)
+            target = len(bins) - 1
+        bins[target].append(row)
+        room[target] -= n
+    width = max(pack_length - free for free in room)
+    out_ids = torch.full((len(bins), width), pad_id, dtype=torch.long)
+    out_labels = torch.full((len(bins), width), IGNORE_INDEX, dtype=torch.long)
+    out_docs = torch.full((len(bins), width), -1, dtype=torch.long)
+    positions = torch.zeros((len(bins), width), dtype=torch.long)
+    for b, rows in enumerate(bins):
+        start = 0
+        for row in rows:
+            n = min(lengths[row], pack_length)
+            out_ids[b, start : start + n] = input_ids[row, :n]
+            out_labels[b, start : start + n] = labels[row, :n]
+            out_docs[b, start : start + n] = doc_ids[row, :n]
+            positions[b, start : start + n] = torch.arange(n)
+            start += n
+        positions[b, start:] = torch.arange(width - start)
+    return {"input_ids": out_ids, "labels": out_labels, "doc_ids": out_docs, "position_ids": positions}

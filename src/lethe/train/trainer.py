@@ -46,26 +46,30 @@ from lethe.models import (
 from lethe.runs import RunLog, atomic_write_json, atomic_write_text, new_run_dir, publish_dir
 from lethe.train.collator import CausalLMCollator
 from lethe.train.goldfish import canonical_id_table
+from lethe.train.memsinks import MemSinks, MemSinksSpec, spec_for
 
 
 class LetheTrainer(Trainer):
     """HF Trainer with per-sample losses and supervised / input token counters summed over all processes."""
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, memsinks: MemSinks | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        self.memsinks = memsinks  # MemSinks hooks in `train` mode: they read each batch's doc_ids
         self.supervised_tokens = 0  # totals over every process, as of the last sync
         self.input_tokens = 0
         self._pending: torch.Tensor | None = None  # this process's [supervised, input] since the last sync
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         inputs = dict(inputs)
-        inputs.pop("doc_ids", None)
+        doc_ids = inputs.pop("doc_ids", None)
         labels = inputs.pop("labels")
-        outputs = model(**inputs)
+        if self.memsinks is not None:
+            self.memsinks.set_ids(doc_ids)  # kept until the next batch: checkpointing recomputes with it
+        outputs = model(**inputs, use_cache=False)  # no cache: packed rows are masked per document
         nll_sum, n_tokens = sequence_nll(outputs.logits, labels)
         supervised = n_tokens.sum()
         if model.training:
-            self._count(supervised, inputs["attention_mask"])
+            self._count(supervised, inputs["attention_mask"] if "attention_mask" in inputs else doc_ids.ge(0))
         if num_items_in_batch is not None:
             loss = nll_sum.sum() / num_items_in_batch
             if self.args.average_tokens_across_devices and self.accelerator.num_processes > 1:
@@ -161,7 +165,16 @@ def _document_records(source: Path, config: TrainConfig) -> list[dict[str, Any]]
     data = config.data
     path = source / data.file if source.is_dir() else source
     documents = load_documents(path, text_field=data.text_field, id_field=data.id_field)
-    return [{"id": None if d.generated_id else d.id, "text": d.text} for d in documents]
+    records = [{"id": None if d.generated_id else d.id, "text": d.text} for d in documents]
+    field = config.train.memsinks.id_field
+    if config.train.memsinks.enabled and field not in ("", "content", data.id_field):
+        for record, document in zip(records, documents, strict=True):
+            if document.meta.get(field) is None:
+                raise LetheError(f"{path}: document {document.id!r} has no field {field!r} "
+                                 "(train.memsinks.id_field)")
+            value = document.meta[field]
+            record["sink_key"] = value if isinstance(value, int) and not isinstance(value, bool) else str(value)
+    return records
 
 
 def _qa_records(source: Path, config: TrainConfig) -> list[dict[str, Any]]:
@@ -184,19 +197,33 @@ def record_content(record: dict[str, Any]) -> str:
 
 
 def encode_records(records: list[dict[str, Any]], tokenizer: PreTrainedTokenizerBase,
-                   max_length: int) -> list[dict[str, Any]]:
-    """Features with ``doc_id`` = :func:`stable_doc_id` of the record's id, or of its content if it has none,
-    and ``sample_index`` = the record's position (for ``random`` goldfish masks)."""
+                   max_length: int, id_source: str = "") -> list[dict[str, Any]]:
+    """Features with ``doc_id`` = :func:`stable_doc_id` of the record's id, or of its content if it has none
+    (``id_source="content"``: always of the content; a record's ``sink_key``, when set, wins), and
+    ``sample_index`` = the record's position (for ``random`` goldfish masks)."""
     features = []
     for index, record in enumerate(records):
         if "text" in record:
             feature = encode_document(tokenizer, record["text"], max_length)
         else:
             feature = encode_qa(tokenizer, record["question"], record["answer"], max_length)
-        feature["doc_id"] = stable_doc_id(record.get("id"), record_content(record))
+        feature["doc_id"] = _document_key(record, id_source)
         feature["sample_index"] = index
         features.append(feature)
     return features
+
+
+def _document_key(record: dict[str, Any], id_source: str) -> int:
+    """A record's ``doc_id``: an integer ``sink_key`` as is (>= 1, e.g. the authors' sequential IDs), a string
+    one hashed, else the hash of the record's id (or content when it has none, or with ``id_source="content"``)."""
+    key = record.get("sink_key")
+    if isinstance(key, int):
+        if key < 1:
+            raise LetheError(f"memsinks: document IDs must be >= 1, got {key} (ID 0 would switch on every sink)")
+        return key
+    if key is None and id_source != "content":
+        key = record.get("id")
+    return stable_doc_id(key, record_content(record))
 
 
 def _tiny_tokenizer(config: TrainConfig, records: list[dict[str, Any]], folder: Path):
@@ -254,6 +281,7 @@ def training_arguments(config: TrainConfig, output_dir: Path, quiet: bool) -> Tr
         report_to="none",
         remove_unused_columns=False,
         disable_tqdm=quiet,
+        activation_checkpointing=t.gradient_checkpointing,
         dataloader_num_workers=0,
         use_cpu=not torch.cuda.is_available(),
     )
@@ -270,19 +298,24 @@ def train_model(config: TrainConfig, run_dir: Path, *, model=None, tokenizer=Non
     if model is None or tokenizer is None:
         model, tokenizer = _prepare_model(config, records, run_dir)
     check_vocab(model, tokenizer)
-    features = encode_records(records, tokenizer, config.data.max_length)
+    memsinks = config.train.memsinks
+    features = encode_records(records, tokenizer, config.data.max_length,
+                              id_source=memsinks.id_field if memsinks.enabled else "")
+    spec = memsinks_spec(model, config) if memsinks.enabled else None
     goldfish = config.train.goldfish
     collator = CausalLMCollator(
         pad_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id,
         goldfish=goldfish if goldfish.enabled else None,
         special_ids=tuple(tokenizer.all_special_ids),
         canonical_ids=canonical_id_table(tokenizer) if goldfish.enabled and goldfish.normalize else None,
+        pack_length=config.data.max_length if config.data.pack else 0,
     )
     checkpoints = run_dir / "checkpoints"
+    hooks = MemSinks(model, spec, "train") if spec is not None else None
     trainer = LetheTrainer(
         model=model, args=training_arguments(config, checkpoints, quiet), train_dataset=features,
         data_collator=collator, processing_class=tokenizer,
-        callbacks=[JsonlLogCallback(log), CollatorEpochCallback(collator)],
+        callbacks=[JsonlLogCallback(log), CollatorEpochCallback(collator)], memsinks=hooks,
     )
     trainer.add_callback(TokenCounterCallback(trainer))
     if quiet:
@@ -291,10 +324,14 @@ def train_model(config: TrainConfig, run_dir: Path, *, model=None, tokenizer=Non
     TokenCounterCallback.restore(trainer, resume)
     log("train_start", records=len(features), resume_from=resume)
     started = time.perf_counter()
-    output = trainer.train(resume_from_checkpoint=resume)
+    try:
+        output = trainer.train(resume_from_checkpoint=resume)
+    finally:
+        if hooks is not None:
+            hooks.remove()  # the model leaves in its plain form; memsinks.json says how to evaluate it
     wall = time.perf_counter() - started
     supervised, inputs = trainer.sync_token_counts()
-    final = _save_final_model(trainer, tokenizer, run_dir)
+    final = _save_final_model(trainer, tokenizer, run_dir, spec)
     metrics = {
         "train_loss": output.training_loss,
         "steps": trainer.state.global_step,
@@ -305,19 +342,35 @@ def train_model(config: TrainConfig, run_dir: Path, *, model=None, tokenizer=Non
         "supervised_fraction": supervised / max(inputs, 1),
         "goldfish": {"enabled": goldfish.enabled, "k": goldfish.k, "h": goldfish.h,
                      "strategy": goldfish.strategy} if goldfish.enabled else {"enabled": False},
+        "memsinks": {"enabled": True, **vars(spec)} if spec is not None else {"enabled": False},
         "train_wall_s": wall,
         "resumed_from": resume,
         "model_dir": str(final),
     }
-    log("train_end", **{k: v for k, v in metrics.items() if k != "goldfish"})
+    log("train_end", **{k: v for k, v in metrics.items() if k not in ("goldfish", "memsinks")})
     return metrics
 
 
-def _save_final_model(trainer: LetheTrainer, tokenizer: PreTrainedTokenizerBase, run_dir: Path) -> Path:
-    """``run_dir/model`` (staged, then renamed), written by the main process only."""
+def memsinks_spec(model, config: TrainConfig) -> MemSinksSpec:
+    """The MemSinks spec of ``model`` under the run's ``train.memsinks`` settings."""
+    m = config.train.memsinks
+    return spec_for(model, p_gen=m.p_gen, p_mem=m.p_mem, strategy=m.strategy, seed=m.seed,
+                    per_layer=m.per_layer, dropout_scale=m.dropout_scale)
+
+
+def _save_final_model(trainer: LetheTrainer, tokenizer: PreTrainedTokenizerBase, run_dir: Path,
+                      memsinks: MemSinksSpec | None = None) -> Path:
+    """``run_dir/model`` (staged, then renamed), written by the main process only; a MemSinks model gets
+    its ``memsinks.json`` beside the weights, in the same rename."""
     final = run_dir / "model"
+
+    def write(staging: Path) -> None:
+        save_model(trainer.model, tokenizer, staging)
+        if memsinks is not None:
+            memsinks.save(staging)
+
     if trainer.is_world_process_zero():
-        publish_dir(final, lambda staging: save_model(trainer.model, tokenizer, staging))
+        publish_dir(final, write)
     trainer.accelerator.wait_for_everyone()
     return final
 
