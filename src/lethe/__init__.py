@@ -18,8 +18,8 @@ from typing import Any
 from lethe.errors import LetheError
 
 __version__ = "0.1.0"
-__all__ = ["LetheError", "audit_extraction", "demo_goldfish", "eval_tofu", "goldfish_mask", "train", "unlearn",
-           "__version__"]
+__all__ = ["LetheError", "audit_extraction", "demo_goldfish", "demo_memsinks", "eval_tofu", "goldfish_mask", "train",
+           "unlearn", "__version__"]
 
 
 def _check_settings(schema: type, settings: dict[str, Any]) -> None:
@@ -97,3 +97,11 @@ def demo_goldfish(overrides: list[str] | tuple[str, ...] = (), quiet: bool = Tru
     from lethe.demo.goldfish import GoldfishDemoConfig, run_goldfish_demo
 
     return run_goldfish_demo(load_config(GoldfishDemoConfig, None, overrides), quiet=quiet)
+
+
+def demo_memsinks(overrides: list[str] | tuple[str, ...] = (), quiet: bool = True) -> tuple[Path, dict[str, Any]]:
+    """``lethe demo memsinks overrides...``: returns (run directory, metrics)."""
+    from lethe.config import load_config
+    from lethe.demo.memsinks import MemSinksDemoConfig, run_memsinks_demo
+
+    return run_memsinks_demo(load_config(MemSinksDemoConfig, None, overrides), quiet=quiet)

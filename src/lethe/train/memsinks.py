@@ -324,6 +324,7 @@ class MemSinks:
         self._cache.clear()
 
     def _train_multiplier(self, layer: int, like: torch.Tensor) -> torch.Tensor:
+        """The sink part [B, T, n_sink] of each token's mask (cached per batch; the shared part is all ones)."""
         key = (_layer_key(self.spec, layer), like.device, like.dtype)
         if key not in self._cache:
             if self.doc_ids is None:
@@ -333,18 +334,20 @@ class MemSinks:
                 raise LetheError(f"memsinks: document IDs of shape {tuple(ids.shape)} do not match the batch "
                                  f"{tuple(like.shape[:-1])}")
             sinks = sink_mask(ids, self.spec.n_sink, self.spec.p_mem, self.spec.strategy, self.spec.seed, key[0])
-            shared = torch.ones((*ids.shape, self.spec.n_shared), dtype=like.dtype, device=like.device)
-            self._cache[key] = torch.cat([shared, sinks.to(like.dtype)], dim=-1)
+            self._cache[key] = sinks.to(like.dtype)
         return self._cache[key]
 
     def _hook(self, layer: int):
         def pre_hook(module: nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...]:
             hidden = args[0]
             if self._scales is None:
-                multiplier = self._train_multiplier(layer, hidden)
-            else:
-                multiplier = self._scales[layer].to(device=hidden.device, dtype=hidden.dtype)
-            return (hidden * multiplier, *args[1:])
+                sinks = self._train_multiplier(layer, hidden)
+                if _may_scale_in_place(hidden):  # only the sink slice: 1 − p_gen of the memory traffic
+                    hidden[..., self.spec.n_shared:].mul_(sinks)
+                    return args
+                shared = hidden.new_ones((*sinks.shape[:-1], self.spec.n_shared))
+                return (hidden * torch.cat([shared, sinks], dim=-1), *args[1:])
+            return (hidden * self._scales[layer].to(device=hidden.device, dtype=hidden.dtype), *args[1:])
 
         return pre_hook
 
@@ -360,6 +363,15 @@ class MemSinks:
 
     def __exit__(self, *exc: object) -> None:
         self.remove()
+
+
+def _may_scale_in_place(hidden: torch.Tensor) -> bool:
+    """True when multiplying the down projection's input in place is safe for autograd: no graph (inference),
+    or the tensor is the output of an element-wise product (SwiGLU's silu(g) ⊙ u, GPT-2's tanh-GELU), whose
+    backward never reads its own output. Other producers (e.g. ReLU, which saves its output) get a copy."""
+    if not hidden.requires_grad:
+        return not torch.is_inference_mode_enabled() or hidden.is_inference()
+    return type(hidden.grad_fn).__name__ == "MulBackward0"
 
 
 def attach(model: nn.Module, spec: MemSinksSpec, mode: str = "train", **kwargs: Any) -> MemSinks:
