@@ -179,45 +179,44 @@ def cmd_eval_tofu(args: argparse.Namespace) -> None:
     _finish(args, run_dir, summary)
 
 
-def cmd_demo_goldfish(args: argparse.Namespace) -> int:
+def _demo_config(args: argparse.Namespace, schema: type):
+    """A demo's config: the schema's defaults <- ``--config`` <- overrides <- ``--run-dir``."""
     from lethe.config import load_config
-    from lethe.demo import goldfish
 
     overrides = list(args.overrides)
     if args.run_dir:
         overrides.append(f"run_dir={args.run_dir}")
-    config = load_config(goldfish.GoldfishDemoConfig, args.config, overrides)
-    _, metrics = goldfish.run_goldfish_demo(config, quiet=args.quiet)
+    return load_config(schema, args.config, overrides)
+
+
+def _headline_status(demo, config, metrics) -> int:
+    """0 when the demo's headline holds, else its one-line reason on stderr and 1."""
     if metrics["headline_holds"]:
         return 0
-    print(f"error: {goldfish.headline_failure(config, metrics)}", file=sys.stderr)
+    print(f"error: {demo.headline_failure(config, metrics)}", file=sys.stderr)
     return 1
+
+
+def cmd_demo_goldfish(args: argparse.Namespace) -> int:
+    from lethe.demo import goldfish
+
+    config = _demo_config(args, goldfish.GoldfishDemoConfig)
+    _, metrics = goldfish.run_goldfish_demo(config, quiet=args.quiet)
+    return _headline_status(goldfish, config, metrics)
 
 
 def cmd_demo_unlearn(args: argparse.Namespace) -> None:
-    from lethe.config import load_config
     from lethe.demo.unlearn import UnlearnDemoConfig, run_unlearn_demo
 
-    overrides = list(args.overrides)
-    if args.run_dir:
-        overrides.append(f"run_dir={args.run_dir}")
-    config = load_config(UnlearnDemoConfig, args.config, overrides)
-    run_unlearn_demo(config, quiet=args.quiet)
+    run_unlearn_demo(_demo_config(args, UnlearnDemoConfig), quiet=args.quiet)
 
 
 def cmd_demo_memsinks(args: argparse.Namespace) -> int:
-    from lethe.config import load_config
     from lethe.demo import memsinks
 
-    overrides = list(args.overrides)
-    if args.run_dir:
-        overrides.append(f"run_dir={args.run_dir}")
-    config = load_config(memsinks.MemSinksDemoConfig, args.config, overrides)
+    config = _demo_config(args, memsinks.MemSinksDemoConfig)
     _, metrics = memsinks.run_memsinks_demo(config, quiet=args.quiet)
-    if metrics["headline_holds"]:
-        return 0
-    print(f"error: {memsinks.headline_failure(config, metrics)}", file=sys.stderr)
-    return 1
+    return _headline_status(memsinks, config, metrics)
 
 
 def _memsinks_options(parser: argparse.ArgumentParser) -> None:

@@ -25,8 +25,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from transformers import AutoTokenizer
-
 from lethe.audit.canaries import canary_exposure
 from lethe.audit.commands import exposure_points, extraction_summary, max_exposure, mia_summary, roc_series
 from lethe.audit.extraction import run_extraction
@@ -44,11 +42,10 @@ from lethe.config import (
 from lethe.data.formatting import encode_document
 from lethe.data.text import load_documents
 from lethe.data.world import embedded_world
+from lethe.demo.arms import shared_tokenizer, train_or_reuse
 from lethe.errors import LetheError
-from lethe.models import load_model, tiny_model, train_bpe_tokenizer
 from lethe.report import Report, figures
 from lethe.runs import RunLog, atomic_write_json, atomic_write_text, new_run_dir
-from lethe.train.trainer import train_model
 
 ARMS = ("standard", "goldfish")
 # keys that only change the audits (or logging), so a re-run may change them and still reuse trained arms
@@ -111,32 +108,6 @@ def _check_reusable(run_dir: Path, config: GoldfishDemoConfig) -> None:
                          "(use a new --run-dir to retrain, or set them back)")
 
 
-def _train_or_reuse(config: TrainConfig, tokenizer, records, quiet: bool) -> tuple[Any, dict[str, Any]]:
-    arm_dir = Path(config.run_dir)
-    arm_dir.mkdir(parents=True, exist_ok=True)
-    metrics_path = arm_dir / "train_metrics.json"
-    if (arm_dir / "model").is_dir() and metrics_path.is_file():  # finished earlier: reuse
-        model, _ = load_model(arm_dir / "model")
-        return model, json.loads(metrics_path.read_text())
-    atomic_write_text(arm_dir / "config.yaml", to_yaml(config))
-    m = config.model
-    model = tiny_model(tokenizer, seed=m.seed, hidden_size=m.hidden_size, num_layers=m.num_layers,
-                       num_heads=m.num_heads, intermediate_size=m.intermediate_size,
-                       max_position_embeddings=m.max_position_embeddings)
-    metrics = train_model(config, arm_dir, model=model, tokenizer=tokenizer, records=records, quiet=quiet)
-    atomic_write_json(metrics_path, metrics)
-    return model, metrics
-
-
-def _shared_tokenizer(run_dir: Path, texts: list[str], vocab_size: int):
-    folder = run_dir / "tokenizer"
-    if folder.is_dir():
-        return AutoTokenizer.from_pretrained(folder)
-    tokenizer = train_bpe_tokenizer(texts, vocab_size=vocab_size)
-    tokenizer.save_pretrained(folder)
-    return tokenizer
-
-
 def _canary_records(world: Path, max_repetitions: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """World canaries with at most ``max_repetitions`` repetitions, and their training records (one per copy)."""
     if max_repetitions <= 0:
@@ -174,7 +145,7 @@ def run_goldfish_demo(config: GoldfishDemoConfig, *, quiet: bool = False) -> tup
                          "biographies (the rest are the held-out non-members)")
     members = biographies[: config.documents]
     nonmembers = biographies[config.documents :] + holdout
-    tokenizer = _shared_tokenizer(run_dir, [d.text for d in biographies + holdout], config.model.vocab_size)
+    tokenizer = shared_tokenizer(run_dir, [d.text for d in biographies + holdout], config.model.vocab_size)
     canaries, canary_records = _canary_records(world, config.canary_max_repetitions)
     records = [{"id": d.id, "text": d.text} for d in members] + canary_records
     heldout_features = [encode_document(tokenizer, d.text, config.max_length) for d in nonmembers]
@@ -190,7 +161,7 @@ def run_goldfish_demo(config: GoldfishDemoConfig, *, quiet: bool = False) -> tup
         if not quiet:
             print(f"[{arm}] training on {len(members)} biographies + {len(canary_records)} canary copies "
                   f"for {config.train.max_steps} steps ...")
-        model, train_metrics = _train_or_reuse(arm_config, tokenizer, records, quiet)
+        model, train_metrics = train_or_reuse(arm_config, tokenizer, records, quiet)
         if not quiet:
             print(f"[{arm}] auditing: extraction, membership inference, canary exposure ...")
         extraction = run_extraction(model, tokenizer, [(d.id, d.text) for d in members],

@@ -24,14 +24,13 @@ Re-running on the same run directory reuses the trained arms (the audit-only set
 from __future__ import annotations
 
 import copy
-import json
 import random
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from transformers import AutoTokenizer
+import torch
 
 from lethe.audit.commands import extraction_summary, mia_summary
 from lethe.audit.extraction import run_extraction
@@ -49,12 +48,11 @@ from lethe.config import (
 from lethe.data.formatting import encode_document
 from lethe.data.text import Document, load_documents
 from lethe.data.world import embedded_world
+from lethe.demo.arms import shared_tokenizer, train_or_reuse
 from lethe.errors import LetheError
-from lethe.models import load_model, tiny_model, train_bpe_tokenizer
 from lethe.report import Report, figures
 from lethe.runs import RunLog, atomic_write_json, atomic_write_text, new_run_dir
-from lethe.train.memsinks import MemSinksSpec, bake
-from lethe.train.trainer import train_model
+from lethe.train.memsinks import MemSinksSpec, bake, sink_mask
 
 DEMO_MAY_CHANGE = ("run_dir", "suffix_len", "mia_bootstrap", "exclude", "train.logging_steps", "train.save_steps",
                    "train.save_total_limit", "train.threads")
@@ -140,35 +138,12 @@ def training_records(repeated: list[Document], unrepeated: list[Document], repet
     return records
 
 
-def _tokenizer(run_dir: Path, texts: list[str], vocab_size: int):
-    folder = run_dir / "tokenizer"
-    if folder.is_dir():
-        return AutoTokenizer.from_pretrained(folder)
-    tokenizer = train_bpe_tokenizer(texts, vocab_size=vocab_size)
-    tokenizer.save_pretrained(folder)
-    return tokenizer
-
-
-def _train_or_reuse(config: MemSinksDemoConfig, arm: str, settings: MemSinksSettings, tokenizer,
-                    records: list[dict[str, Any]], run_dir: Path, quiet: bool) -> tuple[Any, dict[str, Any]]:
-    arm_dir = run_dir / arm
-    metrics_path = arm_dir / "train_metrics.json"
-    if (arm_dir / "model").is_dir() and metrics_path.is_file():
-        model, _ = load_model(arm_dir / "model")
-        return model, json.loads(metrics_path.read_text())
-    arm_dir.mkdir(parents=True, exist_ok=True)
+def _arm_config(config: MemSinksDemoConfig, arm: str, settings: MemSinksSettings, run_dir: Path) -> TrainConfig:
     train = TrainSettings(**{**vars(config.train), "memsinks": settings})
-    arm_config = TrainConfig(run_dir=str(arm_dir), model=ModelSettings(**vars(config.model)), train=train)
+    arm_config = TrainConfig(run_dir=str(run_dir / arm), model=ModelSettings(**vars(config.model)), train=train)
     arm_config.data.max_length = config.max_length
     arm_config.validate()
-    atomic_write_text(arm_dir / "config.yaml", to_yaml(arm_config))
-    m = config.model
-    model = tiny_model(tokenizer, seed=m.seed, hidden_size=m.hidden_size, num_layers=m.num_layers,
-                       num_heads=m.num_heads, intermediate_size=m.intermediate_size,
-                       max_position_embeddings=m.max_position_embeddings)
-    metrics = train_model(arm_config, arm_dir, model=model, tokenizer=tokenizer, records=records, quiet=quiet)
-    atomic_write_json(metrics_path, metrics)
-    return model, metrics
+    return arm_config
 
 
 def gap_closed(repeated_loss: float, standard_repeated: float, standard_heldout: float) -> float:
@@ -207,11 +182,12 @@ def _deletion(evaluator: _Evaluator, model, spec: MemSinksSpec, n_exclude: int,
     """``exclude`` of repeated IDs 1 … n: the gap closed on those documents and on the other repeated ones."""
     removed, kept = list(range(n_exclude)), list(range(n_exclude, evaluator.config.repeated))
     excluded = bake(copy.deepcopy(model), spec, "exclude", exclude_ids=[i + 1 for i in removed])
+    all_mode = bake(copy.deepcopy(model), spec, "all")
     held = standard["heldout_loss"]
     out: dict[str, Any] = {"excluded_ids": [i + 1 for i in removed]}
     for name, indices in (("excluded", removed), ("kept", kept)):
         reference = evaluator.loss(standard_model, "repeated", indices)
-        for mode, candidate in (("exclude", excluded), ("all", bake(copy.deepcopy(model), spec, "all"))):
+        for mode, candidate in (("exclude", excluded), ("all", all_mode)):
             loss = evaluator.loss(candidate, "repeated", indices)
             out[f"{name}_{mode}_loss"] = loss
             out[f"{name}_{mode}_gap_closed"] = gap_closed(loss, reference, held)
@@ -222,10 +198,6 @@ def _deletion(evaluator: _Evaluator, model, spec: MemSinksSpec, n_exclude: int,
 
 
 def _sink_overlap(spec: MemSinksSpec, removed: list[int], kept: list[int]) -> float:
-    import torch
-
-    from lethe.train.memsinks import sink_mask
-
     gone = sink_mask(torch.tensor(removed), spec.n_sink, spec.p_mem, spec.strategy, spec.seed).any(0)
     others = sink_mask(torch.tensor(kept), spec.n_sink, spec.p_mem, spec.strategy, spec.seed)
     used = others.sum(-1).clamp(min=1)
@@ -241,7 +213,7 @@ def run_memsinks_demo(config: MemSinksDemoConfig, *, quiet: bool = False) -> tup
     run_dir = new_run_dir("demo-memsinks", config.run_dir or None)
     log = RunLog(run_dir)
     atomic_write_text(run_dir / "config.yaml", to_yaml(config))
-    tokenizer = _tokenizer(run_dir, [d.text for d in repeated + unrepeated + validation + heldout],
+    tokenizer = shared_tokenizer(run_dir, [d.text for d in repeated + unrepeated + validation + heldout],
                            config.model.vocab_size)
     records = training_records(repeated, unrepeated, config.repetitions, config.train.seed)
     evaluator = _Evaluator(config, tokenizer, {"repeated": repeated, "validation": validation, "heldout": heldout})
@@ -255,7 +227,7 @@ def run_memsinks_demo(config: MemSinksDemoConfig, *, quiet: bool = False) -> tup
         if not quiet:
             print(f"[{arm}] training on {len(records)} sequences ({len(repeated)} x {config.repetitions} repeated "
                   f"+ {len(unrepeated)} unrepeated) for {config.train.max_steps} steps ...")
-        model, train_metrics = _train_or_reuse(config, arm, settings, tokenizer, records, run_dir, quiet)
+        model, train_metrics = train_or_reuse(_arm_config(config, arm, settings, run_dir), tokenizer, records, quiet)
         models[arm] = model
         metrics["train"][arm] = {k: train_metrics[k] for k in ("train_loss", "steps", "train_wall_s")}
     if not quiet:

@@ -38,17 +38,16 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import AutoTokenizer
 
 from lethe.audit.tofu_metrics import SACRIFICE_KEYS, evaluate_tofu, forget_quality, privleak, write_tofu_eval
 from lethe.config import ModelSettings, TrainConfig, TrainSettings, to_yaml
 from lethe.data.tofu import RETAIN_OF, load_split
 from lethe.data.world import embedded_world
+from lethe.demo.arms import finished_metrics, shared_tokenizer, train_fresh_tiny
 from lethe.errors import LetheError
-from lethe.models import load_model, tiny_model, train_bpe_tokenizer
+from lethe.models import load_model
 from lethe.report import Report, figures
 from lethe.runs import RunLog, atomic_write_json, atomic_write_text, new_run_dir
-from lethe.train.trainer import train_model
 from lethe.unlearn import guard as guard_lib
 from lethe.unlearn.config import (
     EvalSettings,
@@ -286,15 +285,6 @@ def world_texts(world: Path, forget_split: str) -> list[str]:
     return texts
 
 
-def _shared_tokenizer(run_dir: Path, texts: list[str], vocab_size: int):
-    folder = run_dir / "tokenizer"
-    if folder.is_dir():
-        return AutoTokenizer.from_pretrained(folder)
-    tokenizer = train_bpe_tokenizer(texts, vocab_size=vocab_size)
-    tokenizer.save_pretrained(folder)
-    return tokenizer
-
-
 def _reference_config(config: UnlearnDemoConfig, name: str, split: str, run_dir: Path,
                       world: Path) -> TrainConfig:
     """``full`` / ``retain`` fine-tuning; the records (``split`` + general.json) are passed to train_model."""
@@ -308,20 +298,9 @@ def _reference_config(config: UnlearnDemoConfig, name: str, split: str, run_dir:
 def _train_or_reuse(config: TrainConfig, tokenizer, records: list[dict[str, Any]],
                     quiet: bool) -> dict[str, Any]:
     folder = Path(config.run_dir)
-    text = to_yaml(config)
-    _check_same_config(folder, text)
-    metrics_path = folder / "train_metrics.json"
-    if (folder / "model").is_dir() and metrics_path.is_file():  # finished earlier: reuse
-        return json.loads(metrics_path.read_text())
-    folder.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(folder / "config.yaml", text)
-    m = config.model
-    model = tiny_model(tokenizer, seed=m.seed, hidden_size=m.hidden_size, num_layers=m.num_layers,
-                       num_heads=m.num_heads, intermediate_size=m.intermediate_size,
-                       max_position_embeddings=m.max_position_embeddings)
-    metrics = train_model(config, folder, model=model, tokenizer=tokenizer, records=records, quiet=quiet)
-    atomic_write_json(metrics_path, metrics)
-    return metrics
+    _check_same_config(folder, to_yaml(config))
+    metrics = finished_metrics(folder)
+    return metrics if metrics is not None else train_fresh_tiny(config, tokenizer, records, quiet)[1]
 
 
 def _evaluate_or_reuse(config: UnlearnDemoConfig, folder: Path, world: Path,
@@ -513,7 +492,7 @@ def _run(config: UnlearnDemoConfig, quiet: bool, started: float) -> tuple[Path, 
     general = _qa_records(load_split(world, "general"), "general")
     records = {name: _qa_records(load_split(world, split), split) + general for name, split in splits.items()}
     n_forget = len(load_split(world, forget_split))
-    tokenizer = _shared_tokenizer(run_dir, world_texts(world, forget_split), config.model.vocab_size)
+    tokenizer = shared_tokenizer(run_dir, world_texts(world, forget_split), config.model.vocab_size)
     log("demo_start", world=str(world), forget=n_forget, full=len(records["full"]), retain=len(records["retain"]))
 
     metrics: dict[str, Any] = {"world": str(world), "world_authors": config.world_authors,

@@ -55,8 +55,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -379,12 +378,6 @@ def attach(model: nn.Module, spec: MemSinksSpec, mode: str = "train", **kwargs: 
     return MemSinks(model, spec, mode, **kwargs)
 
 
-@contextmanager
-def memsinks_mode(model: nn.Module, spec: MemSinksSpec, mode: str, **kwargs: Any) -> Iterator[MemSinks]:
-    with MemSinks(model, spec, mode, **kwargs) as sinks:
-        yield sinks
-
-
 # ----------------------------------------------------------------------------------------- baking
 @torch.no_grad()
 def bake(model: nn.Module, spec: MemSinksSpec, mode: str, *, exclude_ids: Iterable[int] = (),
@@ -403,11 +396,6 @@ def bake(model: nn.Module, spec: MemSinksSpec, mode: str, *, exclude_ids: Iterab
         else:
             module.weight.mul_(scale[:, None])
     return model
-
-
-def memsinks_spec_of(model_dir: str | Path) -> MemSinksSpec | None:
-    """The spec of a saved model folder (None when it was trained without MemSinks)."""
-    return MemSinksSpec.load(model_dir)
 
 
 def apply_saved_mode(model: nn.Module, model_dir: str | Path, mode: str, *, exclude_ids: Iterable[int] = (),

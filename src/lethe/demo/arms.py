@@ -1,0 +1,61 @@
+"""What every demo does with its trained arms: one tokenizer for all of them, and tiny models trained from
+scratch into ``<run_dir>/<arm>`` (``config.yaml``, the model, ``train_metrics.json``) or reused from there."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from transformers import AutoTokenizer
+
+from lethe.config import TrainConfig, to_yaml
+from lethe.models import load_model, tiny_model, train_bpe_tokenizer
+from lethe.runs import atomic_write_json, atomic_write_text
+from lethe.train.trainer import train_model
+
+TRAIN_METRICS = "train_metrics.json"
+
+
+def shared_tokenizer(run_dir: Path, texts: list[str], vocab_size: int):
+    """``run_dir/tokenizer`` when it exists (a re-run), else a BPE tokenizer trained on ``texts`` and saved there."""
+    folder = run_dir / "tokenizer"
+    if folder.is_dir():
+        return AutoTokenizer.from_pretrained(folder)
+    tokenizer = train_bpe_tokenizer(texts, vocab_size=vocab_size)
+    tokenizer.save_pretrained(folder)
+    return tokenizer
+
+
+def finished_metrics(arm_dir: Path) -> dict[str, Any] | None:
+    """The training metrics of an arm that finished earlier (its model and metrics are both there), else None."""
+    path = arm_dir / TRAIN_METRICS
+    if (arm_dir / "model").is_dir() and path.is_file():
+        return json.loads(path.read_text())
+    return None
+
+
+def train_fresh_tiny(config: TrainConfig, tokenizer, records: list[dict[str, Any]],
+                     quiet: bool) -> tuple[Any, dict[str, Any]]:
+    """A tiny model of ``config.model`` trained from scratch in ``config.run_dir``; returns (model, metrics)."""
+    arm_dir = Path(config.run_dir)
+    arm_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(arm_dir / "config.yaml", to_yaml(config))
+    m = config.model
+    model = tiny_model(tokenizer, seed=m.seed, hidden_size=m.hidden_size, num_layers=m.num_layers,
+                       num_heads=m.num_heads, intermediate_size=m.intermediate_size,
+                       max_position_embeddings=m.max_position_embeddings)
+    metrics = train_model(config, arm_dir, model=model, tokenizer=tokenizer, records=records, quiet=quiet)
+    atomic_write_json(arm_dir / TRAIN_METRICS, metrics)
+    return model, metrics
+
+
+def train_or_reuse(config: TrainConfig, tokenizer, records: list[dict[str, Any]],
+                   quiet: bool) -> tuple[Any, dict[str, Any]]:
+    """The arm's saved model and metrics when it finished earlier, else :func:`train_fresh_tiny`."""
+    arm_dir = Path(config.run_dir)
+    metrics = finished_metrics(arm_dir)
+    if metrics is not None:
+        model, _ = load_model(arm_dir / "model")
+        return model, metrics
+    return train_fresh_tiny(config, tokenizer, records, quiet)
