@@ -23,6 +23,7 @@ import statistics
 import sys
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -112,15 +113,23 @@ def _smollm2():
         return None
 
 
-def run(*, quick: bool = False, threads: int = 2, smollm2: bool = True, model: str | None = None) -> dict[str, Any]:
+TINY_SIZE = {"hidden_size": 128, "num_layers": 4, "num_heads": 4, "intermediate_size": 512}
+
+
+def run(*, quick: bool = False, threads: int = 2, smollm2: bool = True, model: str | None = None,
+        tiny_size: dict[str, int] | None = None, out_path: Path | None = None) -> dict[str, Any]:
+    """Measure the tiny LLaMA (``tiny_size``, default :data:`TINY_SIZE`), then SmolLM2-135M or ``model``."""
     from lethe.models import build_tiny, load_model
 
+    previous_threads = torch.get_num_threads()
     if threads:
         torch.set_num_threads(threads)
+    size = tiny_size or TINY_SIZE
     texts = world_texts()
     results = []
-    tiny, tokenizer = build_tiny(texts[:200], vocab_size=2048, seed=0)
-    results.append(bench_model("tiny LLaMA (4 x 128, MLP 512)", tiny, tokenizer, texts, batch_size=8, length=256,
+    tiny, tokenizer = build_tiny(texts[:200], vocab_size=2048, seed=0, **size)
+    name = f"tiny LLaMA ({size['num_layers']} x {size['hidden_size']}, MLP {size['intermediate_size']})"
+    results.append(bench_model(name, tiny, tokenizer, texts, batch_size=8, length=256,
                                steps=4 if quick else 8, rounds=3 if quick else 5))
     if model:
         loaded = load_model(model)
@@ -133,10 +142,11 @@ def run(*, quick: bool = False, threads: int = 2, smollm2: bool = True, model: s
               "load_avg": load_avg(), "results": results,
               "meets_target": all(r["meets_target"] for r in results),
               "hooks_act": all(r["hooks_change_the_loss"] for r in results)}
-    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    path = RESULTS_DIR / "memsinks.json"
+    path = out_path or RESULTS_DIR / "memsinks.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(report, indent=2) + "\n")
     report["path"] = str(path)
+    torch.set_num_threads(previous_threads)
     return report
 
 
