@@ -58,7 +58,7 @@ def _step(model, optimizer, batch, sinks=None) -> float:
     loss.backward()
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
-    return float(loss)
+    return float(loss.detach())
 
 
 def bench_model(name: str, model, tokenizer, texts: list[str], *, batch_size: int, length: int, steps: int,
