@@ -43,6 +43,7 @@ from lethe.models import (
     check_vocab,
     load_model,
     load_tokenizer_folder,
+    model_positions,
     resolve_model_path,
     save_model,
     tiny_model,
@@ -416,16 +417,6 @@ def check_positions(model, max_length: int) -> None:
     if positions is not None and max_length > positions:
         raise LetheError(f"config: data.max_length={max_length} exceeds the model's {positions} positions "
                          f"(max_position_embeddings); set data.max_length <= {positions}")
-
-
-def model_positions(model) -> int | None:
-    """The number of positions the model was built for, if its config says."""
-    config = getattr(model, "config", None)
-    for key in ("max_position_embeddings", "n_positions", "max_sequence_length"):
-        value = getattr(config, key, None)
-        if isinstance(value, int) and value > 0:
-            return value
-    return None
 
 
 def planned_steps(trainer: Trainer) -> int:
