@@ -363,7 +363,8 @@ def build_parser() -> argparse.ArgumentParser:
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     """Parsed arguments; dotted overrides may follow options (``lethe train cfg.yaml --quiet train.lr=0.1``)."""
     args, extra = build_parser().parse_known_args(argv)
-    positional = "config" if hasattr(args, "config") else "overrides" if hasattr(args, "overrides") else None
+    # demos have --config (a path) and the positional `overrides`; train / unlearn the positional `config`
+    positional = "overrides" if hasattr(args, "overrides") else "config" if hasattr(args, "config") else None
     if extra and positional and all("=" in item and not item.startswith("-") for item in extra):
         setattr(args, positional, [*(getattr(args, positional) or []), *extra])
     elif extra:

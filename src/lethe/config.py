@@ -237,6 +237,8 @@ def load_config(schema: type[T], path: str | Path | None = None, overrides: Sequ
             raise LetheError(f"config file not found: {path}")
         try:
             loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except UnicodeDecodeError as err:
+            raise LetheError(f"config file {path}: not UTF-8 text (byte {err.start})") from None
         except yaml.YAMLError as err:
             raise LetheError(f"config file {path}: invalid YAML ({str(err).splitlines()[0]})") from None
         if loaded is not None and not isinstance(loaded, dict):

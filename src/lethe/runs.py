@@ -201,6 +201,8 @@ class Run:
     keep: bool = False  # set when the run left something worth keeping on failure (a complete checkpoint)
     written: dict[Path, bytes | None] = field(default_factory=dict)  # file -> its bytes before this run
     before: set[str] = field(default_factory=set)  # names in the folder when it was claimed
+    log_size: int = 0  # bytes of log.jsonl when the folder was claimed
+    marked: bool = False  # run.json was written by this run
 
     @property
     def finished(self) -> bool:
@@ -211,6 +213,7 @@ class Run:
         from lethe.locking import is_main_rank
 
         if is_main_rank():
+            self.marked = True
             atomic_write_json(self.path / RUN_FILE, {"command": self.command, "status": status, "pid": os.getpid(),
                                                      "time": round(time.time(), 3), **fields})
 
@@ -222,6 +225,7 @@ class Run:
         return atomic_write_text(path, text)
 
     def _undo(self) -> None:
+        """Put the folder back as it was claimed: what this run added is removed, what it rewrote restored."""
         if self.created:
             shutil.rmtree(self.path, ignore_errors=True)
             return
@@ -237,6 +241,11 @@ class Run:
                 shutil.rmtree(path, ignore_errors=True)
             else:
                 path.unlink(missing_ok=True)
+        log = self.path / "log.jsonl"
+        if log.is_file() and log.stat().st_size > self.log_size:
+            os.truncate(log, self.log_size)
+        if not self.marked:
+            return
         if self.previous is None:
             (self.path / RUN_FILE).unlink(missing_ok=True)
         else:
@@ -283,8 +292,9 @@ def open_run(command: str, requested: str | Path | None = None, *, root: Path = 
                              f"and no run.json of `lethe {_spoken(command)}`; use another --run-dir")
         if locking.is_main_rank():
             clean_stale_partials(path)
+        log = path / "log.jsonl"
         run = Run(path=path, command=command, created=not existed, previous=previous, legacy=legacy,
-                  before=before)
+                  before=before, log_size=log.stat().st_size if log.is_file() else 0)
     except BaseException:
         locking.release(fd)
         if not existed:
@@ -313,3 +323,14 @@ class RunLog:
         record = {"time": round(time.time(), 3), "event": event, **fields}
         with self.path.open("a", encoding="utf-8") as handle:
             handle.write(json.dumps(_json_safe(record), ensure_ascii=False) + "\n")
+
+
+@contextlib.contextmanager
+def demo_run(command: str, requested: str | Path | None) -> Iterator[Path]:
+    """:func:`open_run` for a demo: locked and kind-checked; its finished stages are kept when it fails
+    (a re-run reuses them), and run.json says ``finished`` at the end."""
+    with open_run(command, requested) as run:
+        run.keep = run.started = True
+        run.mark("running")
+        yield run.path
+        run.mark("finished")

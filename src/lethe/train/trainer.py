@@ -488,7 +488,8 @@ def run_training(config: TrainConfig, *, quiet: bool = False) -> tuple[Path, dic
             notice(f"{run_dir} is a finished run ({done.get('steps')} steps); nothing to do "
                    "(raise train.max_steps to train further, or use a new --run-dir)")
             RunLog(run_dir)("already_finished", steps=done.get("steps"))
-            run.mark("finished")
+            if not run.finished:
+                run.mark("finished")  # a finished run of an older Lethe (no run.json)
             return run_dir, done
         if not has_progress(run_dir):  # a fresh start: nothing of a failed earlier attempt is reused
             shutil.rmtree(run_dir / "tokenizer", ignore_errors=True)
@@ -498,10 +499,11 @@ def run_training(config: TrainConfig, *, quiet: bool = False) -> tuple[Path, dic
         run.mark("running")
         run.write_text("config.yaml", to_yaml(config))
         run.started = True
+        progress = latest_complete(run_dir / "checkpoints")
         try:
             metrics = train_model(config, run_dir, records=records, quiet=quiet)
         except BaseException:
-            run.keep = has_progress(run_dir)
+            run.keep = latest_complete(run_dir / "checkpoints") != progress  # this attempt saved a checkpoint
             raise
         atomic_write_json(run_dir / "metrics.json", metrics)
         run.mark("finished")

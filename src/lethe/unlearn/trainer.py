@@ -41,6 +41,7 @@ from lethe.models import load_model, save_model
 from lethe.runs import Run, RunLog, atomic_write_json, notice, open_run, publish_dir
 from lethe.train.trainer import (
     JsonlLogCallback,
+    check_positions,
     finish_from_checkpoint,
     planned_steps,
     safe_resume,
@@ -470,6 +471,7 @@ def run_unlearning(config: UnlearnConfig, *, quiet: bool = False, callbacks: Seq
         torch.set_num_threads(config.train.threads)
     model, tokenizer = load_model(config.model.name, trust_remote_code=config.model.trust_remote_code)
     max_length = config.data.max_length
+    check_positions(model, max_length)
     ids = record_ids(forget_records, config.data.forget_split)
     forget = _encode_checked(tokenizer, forget_records, ids, "forget", max_length)
     retain = _encode_checked(tokenizer, retain_records, record_ids(retain_records, retain_split), "retain",
@@ -536,7 +538,8 @@ def _unlearn_in(run: Run, job: _Job) -> tuple[Path, dict[str, Any]]:
         notice(f"{run_dir} is a finished run ({done.get('steps')} steps); nothing to do "
                "(raise train.max_steps to unlearn further, or use a new run directory)")
         RunLog(run_dir)("already_finished", steps=done.get("steps"))
-        run.mark("finished")
+        if not run.finished:
+            run.mark("finished")  # a finished run of an older Lethe (no run.json)
         return run_dir, done
     run.mark("running")
     if args.should_save:
@@ -545,7 +548,7 @@ def _unlearn_in(run: Run, job: _Job) -> tuple[Path, dict[str, Any]]:
     try:
         return _train_and_save(run, job, args, resume)
     except BaseException:
-        run.keep = _last_checkpoint(checkpoints) is not None or (run_dir / "model").is_dir()
+        run.keep = _last_checkpoint(checkpoints) != resume  # this attempt saved a checkpoint
         raise
 
 
