@@ -10,6 +10,9 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import shutil
+import subprocess
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -128,8 +131,6 @@ def _read_only(ctx: Ctx) -> None:
 
 def _pickled_checkpoint(ctx: Ctx) -> None:
     """A copy of the trained run whose optimizer state is a pickle that calls os.system when loaded."""
-    import shutil
-
     shutil.copytree(ctx.run, ctx.tmp / "run")
     (ctx.tmp / "run" / "checkpoints" / "checkpoint-2" / "optimizer.pt").write_bytes(
         pickle.dumps(_Evil(), protocol=2))
@@ -345,3 +346,18 @@ def test_inputs_past_the_positions_are_cut_and_said(world_dir, model_dir, tmp_pa
 def test_trust_remote_code_prints_a_warning(model_dir, capsys):
     models.load_model(model_dir, trust_remote_code=True)
     assert "warning: trust_remote_code is on: Python code in" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("setpriv"), reason="needs root and setpriv")
+def test_read_only_output_folders_for_real(tmp_path):
+    """Root ignores file modes; without CAP_DAC_OVERRIDE it does not: the real read-only case, end to end."""
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    os.chmod(locked, 0o555)
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1] / "src")}
+    done = subprocess.run(["setpriv", "--bounding-set=-dac_override,-dac_read_search", sys.executable, "-m",
+                           "lethe.cli", "data", "fictional", "--out", str(locked / "world"), "--authors", "2"],
+                          env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.strip() == f"error: --out {locked / 'world'}: {locked} is not writable"
+    assert list(locked.iterdir()) == []
