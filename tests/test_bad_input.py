@@ -173,6 +173,9 @@ CASES = [
     Case("hf-model-positions", lambda c: ["train", f"model.name={c.model}", f"data.source={c.world}",
                                           "data.max_length=128", *TINY[5:], "--run-dir", str(c.tmp / "run")],
          "data.max_length=128 exceeds the model's 64 positions"),
+    Case("hf-model-positions-default-dir", lambda c: ["train", f"model.name={c.model}", f"data.source={c.world}",
+                                                      "data.max_length=128", *TINY[5:]],
+         "exceeds the model's 64 positions"),  # fails inside ./runs/train-<time>: removed, runs/ too
     # --- unlearning settings -----------------------------------------------------------------------------
     Case("tau-inf", _unlearn("guard.enabled=true", "guard.tau=inf"), "guard.tau must be > 0 and finite"),
     Case("tau-nan", _unlearn("guard.tau=nan"), "guard.tau must be > 0 and finite"),

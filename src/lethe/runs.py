@@ -203,6 +203,7 @@ class Run:
     before: set[str] = field(default_factory=set)  # names in the folder when it was claimed
     log_size: int = 0  # bytes of log.jsonl when the folder was claimed
     marked: bool = False  # run.json was written by this run
+    created_top: Path | None = None  # the outermost folder this process created to make ``path``
 
     @property
     def finished(self) -> bool:
@@ -227,7 +228,7 @@ class Run:
     def _undo(self) -> None:
         """Put the folder back as it was claimed: what this run added is removed, what it rewrote restored."""
         if self.created:
-            shutil.rmtree(self.path, ignore_errors=True)
+            _remove_created(self.path, self.created_top)
             return
         for path, old in self.written.items():
             if old is None:
@@ -250,6 +251,30 @@ class Run:
             (self.path / RUN_FILE).unlink(missing_ok=True)
         else:
             atomic_write_json(self.path / RUN_FILE, self.previous)
+
+
+def _remove_created(path: Path, top: Path | None) -> None:
+    """Remove ``path`` and the (then empty) folders above it that this process created, up to ``top``."""
+    shutil.rmtree(path, ignore_errors=True)
+    if top is None:
+        return
+    current = path.parent
+    while top in (current, *current.parents) and current != top.parent:
+        try:
+            current.rmdir()
+        except OSError:
+            return
+        current = current.parent
+
+
+def _first_missing(path: Path) -> Path | None:
+    """The outermost folder of ``path`` that does not exist yet (what ``mkdir -p`` will create first)."""
+    if path.exists():
+        return None
+    top = path
+    while not top.parent.exists() and top.parent != top:
+        top = top.parent
+    return top
 
 
 def check_run_kind(path: Path, command: str, previous: dict[str, Any] | None) -> None:
@@ -275,13 +300,14 @@ def open_run(command: str, requested: str | Path | None = None, *, root: Path = 
 
     path = Path(requested) if requested else _default_dir(command, root)
     existed = path.is_dir()
+    top = _first_missing(path)
     make_dir(path)
     before = {p.name for p in path.iterdir()} if existed else set()
     try:
         fd = locking.acquire(path)
     except BaseException:
         if not existed:
-            shutil.rmtree(path, ignore_errors=True)
+            _remove_created(path, top)
         raise
     try:
         previous = read_run_file(path)
@@ -294,20 +320,21 @@ def open_run(command: str, requested: str | Path | None = None, *, root: Path = 
             clean_stale_partials(path)
         log = path / "log.jsonl"
         run = Run(path=path, command=command, created=not existed, previous=previous, legacy=legacy,
-                  before=before, log_size=log.stat().st_size if log.is_file() else 0)
+                  before=before, log_size=log.stat().st_size if log.is_file() else 0, created_top=top)
     except BaseException:
         locking.release(fd)
         if not existed:
-            shutil.rmtree(path, ignore_errors=True)
+            _remove_created(path, top)
         raise
     try:
         yield run
     except BaseException as err:
         if locking.is_main_rank():
-            if run.keep and run.started:
-                run.mark("failed", error=str(err).splitlines()[0] if str(err) else type(err).__name__)
-            else:
-                run._undo()
+            with contextlib.suppress(OSError):  # never hide the run's own error behind a cleanup one
+                if run.keep and run.started:
+                    run.mark("failed", error=str(err).splitlines()[0] if str(err) else type(err).__name__)
+                else:
+                    run._undo()
         raise
     finally:
         locking.release(fd)
