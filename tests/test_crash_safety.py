@@ -336,6 +336,9 @@ def test_stale_partials_of_dead_processes_are_cleaned(tmp_path):
     removed = clean_stale_partials(tmp_path)
     assert [p.name for p in removed] == [f"model.partial-{dead}"]
     assert (tmp_path / f"tokenizer.partial-{os.getppid()}").is_dir()
+    (tmp_path / ".metrics.json.k2j3h.tmp").write_text('{"half": ')  # an atomic write killed before its rename
+    with open_run("train", tmp_path):
+        assert not (tmp_path / ".metrics.json.k2j3h.tmp").exists()
 
 
 def test_unlearn_finished_rerun_adds_no_step(tmp_path, capsys):

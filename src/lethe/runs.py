@@ -180,6 +180,15 @@ def clean_stale_partials(folder: Path) -> list[Path]:
     return removed
 
 
+def clean_stale_temp_files(folder: Path) -> list[Path]:
+    """Delete the ``.<name>.<random>.tmp`` files an atomic write killed before its rename leaves in ``folder``;
+    call it only while holding the folder's lock (no other process writes there then)."""
+    removed = [p for p in folder.glob(".*.tmp") if p.is_file()]
+    for path in removed:
+        path.unlink(missing_ok=True)
+    return removed
+
+
 def read_run_file(folder: Path) -> dict[str, Any] | None:
     try:
         data = json.loads((folder / RUN_FILE).read_text(encoding="utf-8"))
@@ -318,6 +327,7 @@ def open_run(command: str, requested: str | Path | None = None, *, root: Path = 
                              f"and no run.json of `lethe {_spoken(command)}`; use another --run-dir")
         if locking.is_main_rank():
             clean_stale_partials(path)
+            clean_stale_temp_files(path)
         log = path / "log.jsonl"
         run = Run(path=path, command=command, created=not existed, previous=previous, legacy=legacy,
                   before=before, log_size=log.stat().st_size if log.is_file() else 0, created_top=top)

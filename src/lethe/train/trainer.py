@@ -6,7 +6,11 @@ objectives re-weight), normalises by the number of supervised tokens of the whol
 The counts are summed over every process (DDP/FSDP/DeepSpeed ranks): each rank accumulates its own on the
 device and the ranks are summed when the Trainer logs or saves, so no micro-step waits on the host.
 :func:`run_training` is the recipe behind ``lethe train``: data → model → Trainer → run directory,
-resuming from the last checkpoint when re-run on the same directory.
+resuming from the newest complete (sealed, :mod:`lethe.checkpoints`) checkpoint when re-run on the same
+directory; the counters and the running loss are restored with it, so a resumed run reports the numbers of
+an uninterrupted one. A finished run re-run with the same settings does nothing; one killed after its last
+checkpoint is finished from it without another step. Training stops before any update with a NaN/inf loss
+or gradient, and no non-finite weights are saved (:mod:`lethe.finite`).
 
 Resuming: the run directory's ``config.yaml`` must match the new config except for the keys in
 :data:`RESUME_MAY_CHANGE` — the length of training (``train.max_steps``, ``train.epochs``: a finished run
