@@ -199,6 +199,7 @@ CASES = [
          "--samples must be >= 1"),
     Case("tofu-batch-size-0", _tofu("--batch-size", "0"), "--batch-size must be >= 1"),
     Case("tofu-max-new-tokens-0", lambda c: [*_tofu()(c), "--max-new-tokens", "0"], "--max-new-tokens must be >= 1"),
+    Case("tofu-past-positions", _tofu("--max-new-tokens", "60"), "exceeds the model's 64 positions"),
     Case("tofu-limit-negative", _tofu("--limit", "-1"), "--limit must be >= 0"),
     Case("extraction-batch-size-0", _extraction("--batch-size", "0"), "--batch-size must be >= 1"),
     Case("extraction-beams-0", _extraction("--num-beams", "0"), "--num-beams must be >= 1"),
