@@ -43,9 +43,11 @@ def _quiet_libraries(quiet: bool) -> None:
 
 def cmd_data_fictional(args: argparse.Namespace) -> None:
     from lethe.data.fictional import generate_world
+    from lethe.runs import check_output_dir
 
     if args.authors < 1:
         raise LetheError(f"--authors must be >= 1, got {args.authors}")
+    check_output_dir(args.out, "--out")
     summary = generate_world(args.out, n_authors=args.authors, seed=args.seed)
     if not args.quiet:
         print(f"wrote the fictional world ({args.authors} authors, seed {args.seed}) to {args.out}")
@@ -96,8 +98,11 @@ def cmd_audit_extraction(args: argparse.Namespace) -> None:
 def cmd_audit_mia(args: argparse.Namespace) -> None:
     from lethe.audit.commands import MIASettings, audit_mia
 
-    ks = [float(k) for k in args.ks.split(",") if k.strip()]
-    if not ks or any(not 0 < k <= 1 for k in ks):
+    try:
+        ks = [float(k) for k in args.ks.split(",") if k.strip()]
+    except ValueError:
+        ks = []
+    if not ks or any(not 0 < k <= 1 for k in ks):  # NaN fails this too
         raise LetheError(f"--ks must be comma-separated fractions in (0, 1], got {args.ks!r}")
     settings = MIASettings(model=args.model, members=args.members, nonmembers=args.nonmembers,
                            reference=args.reference or "", ks=ks, gradnorm=args.gradnorm,
@@ -122,8 +127,10 @@ def _ids(text: str | None) -> list[int]:
 
 
 def cmd_memsinks_bake(args: argparse.Namespace) -> None:
+    from lethe.runs import check_output_dir
     from lethe.train.memsinks import bake_model_folder
 
+    check_output_dir(args.out, "--out")
     out = bake_model_folder(args.model, args.out, args.mode, ids=_ids(args.ids))
     print(f"baked MemSinks mode '{args.mode}' into {out}")
 
@@ -140,10 +147,11 @@ def cmd_report(args: argparse.Namespace) -> None:
     from pathlib import Path
 
     from lethe.report import compare_runs
-    from lethe.runs import new_run_dir
+    from lethe.runs import open_run
 
-    out = new_run_dir("report", args.out)
-    html = compare_runs([Path(r) for r in args.runs], out)
+    with open_run("report", args.out, allow_legacy=False) as run:
+        html = compare_runs([Path(r) for r in args.runs], run.path)
+        run.mark("finished")
     print(f"report: {html}")
 
 
@@ -355,9 +363,10 @@ def build_parser() -> argparse.ArgumentParser:
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     """Parsed arguments; dotted overrides may follow options (``lethe train cfg.yaml --quiet train.lr=0.1``)."""
     args, extra = build_parser().parse_known_args(argv)
-    positional = "config" if hasattr(args, "config") else "overrides" if hasattr(args, "overrides") else None
+    # demos have --config (a path) and the positional `overrides`; train / unlearn the positional `config`
+    positional = "overrides" if hasattr(args, "overrides") else "config" if hasattr(args, "config") else None
     if extra and positional and all("=" in item and not item.startswith("-") for item in extra):
-        setattr(args, positional, [*getattr(args, positional), *extra])
+        setattr(args, positional, [*(getattr(args, positional) or []), *extra])
     elif extra:
         prog = " ".join(["lethe", *(getattr(args, key) for key in ("command", "what") if hasattr(args, key))])
         raise UsageError(f"unrecognized arguments: {' '.join(extra)} (see {prog} --help)")
@@ -379,6 +388,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("error: interrupted (re-run with the same --run-dir to resume)", file=sys.stderr)
         return 130
+    except OSError as err:  # the disk, not the input: full, read-only, permissions
+        where = f" ({err.filename})" if err.filename else ""
+        print(f"error: {err.strerror or err}{where}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ with a one-line :class:`~lethe.errors.LetheError` naming the key.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,6 +16,7 @@ from typing import Any, TypeVar
 import yaml
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
+from transformers import SchedulerType
 
 from lethe.errors import LetheError
 from lethe.train.goldfish import STRATEGIES
@@ -38,7 +40,22 @@ class ModelSettings:
     seed: int = 0
     trust_remote_code: bool = False
 
+    def validate(self) -> None:
+        """The ``tiny`` preset's shape, checked before anything is built (HF raises deep inside otherwise)."""
+        if self.name != "tiny":
+            return
+        for key in ("hidden_size", "num_layers", "num_heads", "intermediate_size", "max_position_embeddings"):
+            _check_int(f"model.{key}", getattr(self, key), minimum=1)
+        _check_int("model.vocab_size", self.vocab_size, minimum=MIN_TINY_VOCAB)
+        if self.hidden_size % self.num_heads:
+            raise LetheError(f"config: model.hidden_size={self.hidden_size} is not divisible by "
+                             f"model.num_heads={self.num_heads}")
+        if (self.hidden_size // self.num_heads) % 2:
+            raise LetheError(f"config: model.hidden_size / model.num_heads = {self.hidden_size // self.num_heads} "
+                             "must be even (rotary embeddings rotate pairs of dimensions)")
 
+
+MIN_TINY_VOCAB = 260  # 256 byte-level symbols + the 4 special tokens of the tiny tokenizer
 DEFAULT_DATA_FILES = {"documents": "biographies.jsonl", "qa": "full"}  # data.file when left empty
 
 
@@ -144,12 +161,27 @@ class TrainSettings:
     memsinks: MemSinksSettings = field(default_factory=MemSinksSettings)
 
     def validate(self) -> None:
+        """HF / torch settings checked up front: a bad one would fail (or train NaN) after the run started."""
         if self.batch_size < 1 or self.grad_accum < 1:
             raise LetheError("config: train.batch_size and train.grad_accum must be >= 1")
-        if self.lr <= 0:
-            raise LetheError(f"config: train.lr must be > 0, got {self.lr}")
+        if not 0 < self.lr < math.inf:  # NaN fails too
+            raise LetheError(f"config: train.lr must be > 0 and finite, got {self.lr}")
+        if not 0 <= self.weight_decay < math.inf:
+            raise LetheError(f"config: train.weight_decay must be >= 0 and finite, got {self.weight_decay}")
+        if not math.isfinite(self.epochs):
+            raise LetheError(f"config: train.epochs must be finite, got {self.epochs}")
+        if self.max_steps == 0 or self.max_steps < -1:
+            raise LetheError(f"config: train.max_steps must be > 0, or -1 to train train.epochs, got {self.max_steps}")
         if self.max_steps <= 0 and self.epochs <= 0:
             raise LetheError("config: set train.epochs > 0 or train.max_steps > 0")
+        _check_int("train.warmup_steps", self.warmup_steps, minimum=0)
+        _check_int("train.logging_steps", self.logging_steps, minimum=1)
+        _check_int("train.save_steps", self.save_steps, minimum=1)
+        _check_int("train.save_total_limit", self.save_total_limit, minimum=1)
+        _check_int("train.threads", self.threads, minimum=0)
+        schedulers = [s.value for s in SchedulerType]
+        if self.scheduler not in schedulers:
+            raise LetheError(f"config: train.scheduler must be one of {', '.join(schedulers)}, got {self.scheduler!r}")
         self.goldfish.validate()  # a bad k is an error even while goldfish is off
         self.memsinks.validate()
 
@@ -164,8 +196,15 @@ class TrainConfig:
     train: TrainSettings = field(default_factory=TrainSettings)
 
     def validate(self) -> None:
+        self.model.validate()
         self.data.validate()
         self.train.validate()
+        m = self.model
+        if m.name == "tiny" and self.data.max_length > m.max_position_embeddings:
+            raise LetheError(f"config: data.max_length={self.data.max_length} exceeds "
+                             f"model.max_position_embeddings={m.max_position_embeddings}")
+        if m.trust_remote_code and m.name == "tiny":
+            raise LetheError("config: model.trust_remote_code applies to model folders, not the tiny preset")
 
 
 def _describe(err: OmegaConfBaseException) -> str:
@@ -198,6 +237,8 @@ def load_config(schema: type[T], path: str | Path | None = None, overrides: Sequ
             raise LetheError(f"config file not found: {path}")
         try:
             loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except UnicodeDecodeError as err:
+            raise LetheError(f"config file {path}: not UTF-8 text (byte {err.start})") from None
         except yaml.YAMLError as err:
             raise LetheError(f"config file {path}: invalid YAML ({str(err).splitlines()[0]})") from None
         if loaded is not None and not isinstance(loaded, dict):

@@ -32,7 +32,8 @@ from transformers import (
 )
 
 from lethe.errors import LetheError
-from lethe.runs import publish_dir
+from lethe.finite import require_finite_model
+from lethe.runs import notice, publish_dir
 
 PRESETS = ("tiny", "smollm2-135m")
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -188,6 +189,8 @@ def load_model(name: str | Path, *, trust_remote_code: bool = False,
                dtype: torch.dtype = torch.float32) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """A causal LM and its tokenizer from a preset or a local folder (safetensors only)."""
     path = resolve_model_path(str(name))
+    if trust_remote_code:
+        warn_remote_code(path)
     tokenizer = load_tokenizer_folder(path, trust_remote_code=trust_remote_code)
     try:
         model = AutoModelForCausalLM.from_pretrained(
@@ -196,8 +199,25 @@ def load_model(name: str | Path, *, trust_remote_code: bool = False,
     except LOAD_ERRORS as err:
         raise LetheError(f"cannot load the model from {path}: {_first_line(err)}") from None
     check_vocab(model, tokenizer, where=str(path))
+    require_finite_model(model, path)
     model.eval()
     return model, tokenizer
+
+
+def warn_remote_code(path: str | Path) -> None:
+    """``trust_remote_code: true`` runs Python files of the model folder: say so every time."""
+    notice(f"trust_remote_code is on: Python code in {path} (auto_map) will run with your permissions; "
+           "turn it on only for folders you trust", "warning")
+
+
+def model_positions(model) -> int | None:
+    """The number of positions the model was built for, if its config says."""
+    config = getattr(model, "config", None)
+    for key in ("max_position_embeddings", "n_positions", "max_sequence_length"):
+        value = getattr(config, key, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
 
 
 def check_vocab(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, where: str = "model") -> None:

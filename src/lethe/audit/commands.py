@@ -2,12 +2,18 @@
 
 Each writes its result JSON (``extraction.json``, ``mia.json``, ``canaries.json``, ``tofu_eval.json``),
 ``metrics.json`` (the summary), the resolved settings as ``config.yaml`` (DESIGN §4) and ``report.md`` /
-``report.html`` with figures, all atomically.
+``report.html`` with figures, all atomically. The run directory is claimed first (:func:`audit_run`): it
+must be free or an earlier run of the same audit (never a train / unlearn / other audit directory, never a
+finished audit with other settings); ``config.yaml`` is written last, so it always describes the results
+beside it, and a failed audit leaves nothing (or the earlier run as it was).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import math
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,13 +22,13 @@ from lethe.audit.canaries import canary_exposure
 from lethe.audit.extraction import run_extraction
 from lethe.audit.mia import run_mia
 from lethe.config import to_yaml
-from lethe.data.text import load_documents
+from lethe.data.text import load_documents, read_text_file
 from lethe.data.world import EMBEDDED, resolve_source
 from lethe.errors import LetheError
-from lethe.models import load_model
+from lethe.models import load_model, model_positions
 from lethe.report import Report, figures
 from lethe.report.compare import scalars
-from lethe.runs import RunLog, atomic_write_json, atomic_write_text, new_run_dir
+from lethe.runs import Run, RunLog, atomic_write_json, atomic_write_text, notice, open_run
 from lethe.train.memsinks import load_model_in_mode
 
 DEFAULT_DOCUMENTS = "biographies.jsonl"
@@ -86,15 +92,27 @@ def extraction_summary(report: dict[str, Any]) -> dict[str, Any]:
 def audit_extraction(settings: ExtractionSettings, run_dir: str | Path | None = None,
                      model=None, tokenizer=None) -> tuple[Path, dict[str, Any]]:
     """``lethe audit extraction``: suffix extraction on every document; writes extraction.json."""
+    check_positive("batch_size", settings.batch_size)
+    check_positive("suffix_len", settings.suffix_len)
     documents = load_audit_documents(settings.data, settings.limit)
     if model is None or tokenizer is None:
         model, tokenizer = load_model_in_mode(settings.model, settings.memsinks_mode, ids=settings.memsinks_ids)
-    out = new_run_dir("audit-extraction", run_dir)
-    write_config(out, settings)
+    with audit_run("audit-extraction", run_dir, settings) as run:
+        return _extraction(run, settings, model, tokenizer, documents)
+
+
+def _extraction(run: Run, settings: ExtractionSettings, model, tokenizer,
+                documents: list[tuple[str, str]]) -> tuple[Path, dict[str, Any]]:
+    out = run.path
+    positions = model_positions(model)
     result = run_extraction(
         model, tokenizer, documents, suffix_len=settings.suffix_len, prefix_len=settings.prefix_len or None,
         batch_size=settings.batch_size, num_beams=settings.num_beams, any_of_beams=settings.any_of_beams,
+        max_positions=positions,
     )
+    if result.n_prefix_truncated:
+        notice(f"{result.n_prefix_truncated} prefix(es) cut from the left to fit the model's {positions} "
+               f"positions with the {settings.suffix_len}-token suffix (n_prefix_truncated in extraction.json)")
     report = result.to_dict()
     if settings.semantic:
         add_semantic_similarity(report)
@@ -117,6 +135,62 @@ def audit_extraction(settings: ExtractionSettings, run_dir: str | Path | None = 
 def write_config(run_dir: Path, settings: Any) -> Path:
     """The resolved settings of an audit as the run directory's ``config.yaml``."""
     return atomic_write_text(run_dir / "config.yaml", to_yaml(settings))
+
+
+@contextlib.contextmanager
+def audit_run(command: str, run_dir: str | Path | None, settings: Any) -> Iterator[Run]:
+    """Claim the run directory of an audit (see the module docstring); on success config.yaml is written
+    last and run.json says ``finished``."""
+    text = to_yaml(settings)
+    with open_run(command, run_dir, allow_legacy=False) as run:
+        config = run.path / "config.yaml"
+        if run.finished and config.is_file() and config.read_text(encoding="utf-8") != text:
+            raise LetheError(f"{run.path} holds a finished `lethe {command.replace('-', ' ', 1)}` run with other "
+                             "settings (its config.yaml); use another --run-dir")
+        run.mark("running")
+        yield run
+        run.write_text("config.yaml", text)
+        run.mark("finished")
+
+
+def check_positive(name: str, value: Any) -> None:
+    """An integer setting that must be >= 1 (a batch size, a count)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise LetheError(f"--{name.replace('_', '-')} must be >= 1, got {value!r}")
+
+
+def check_mia_settings(settings: MIASettings) -> None:
+    if not settings.ks or any(not (isinstance(k, int | float) and math.isfinite(k) and 0 < k <= 1)
+                              for k in settings.ks):
+        raise LetheError(f"--ks must be fractions in (0, 1], got {settings.ks}")
+    check_positive("batch_size", settings.batch_size)
+    if isinstance(settings.max_length, bool) or not isinstance(settings.max_length, int) or settings.max_length < 2:
+        raise LetheError(f"--max-length must be >= 2, got {settings.max_length!r}")
+    if settings.n_bootstrap < 0:
+        raise LetheError(f"--bootstrap must be >= 0 (0 = no confidence intervals), got {settings.n_bootstrap}")
+
+
+def check_members(members: list[str], nonmembers: list[str], max_overlap: float = 0.0) -> None:
+    """Members and non-members must be different texts: identical sets give AUC 0.5 by construction."""
+    shared = set(members) & set(nonmembers)
+    if not shared:
+        return
+    if shared >= set(members) or shared >= set(nonmembers):
+        raise LetheError(f"members and non-members are the same texts ({len(shared)} shared): a membership "
+                         "audit needs texts the model was not trained on as non-members")
+    notice(f"{len(shared)} text(s) are both members and non-members; their scores count on both sides", "warning")
+
+
+def clamp_max_length(max_length: int, model, log: RunLog | None = None) -> int:
+    """Texts are scored within the model's positions: a longer ``max_length`` is cut there, and said."""
+    positions = model_positions(model)
+    if positions is None or max_length <= positions:
+        return max_length
+    notice(f"max-length {max_length} exceeds the model's {positions} positions: texts are truncated at "
+           f"{positions} tokens")
+    if log is not None:
+        log("max_length_clamped", requested=max_length, used=positions)
+    return positions
 
 
 def add_semantic_table(page: Report, semantic: dict[str, Any]) -> None:
@@ -148,15 +222,25 @@ def add_semantic_similarity(report: dict[str, Any]) -> None:
 def audit_mia(settings: MIASettings, run_dir: str | Path | None = None, model=None,
               tokenizer=None) -> tuple[Path, dict[str, Any]]:
     """``lethe audit mia``: every membership-inference attack from one scoring pass; writes mia.json."""
+    check_mia_settings(settings)
     members = [text for _, text in load_audit_documents(settings.members)]
     nonmembers = [text for _, text in load_audit_documents(settings.nonmembers)]
+    check_members(members, nonmembers)
     if model is None or tokenizer is None:
         model, tokenizer = load_model_in_mode(settings.model, settings.memsinks_mode, ids=settings.memsinks_ids)
     reference = load_model(settings.reference) if settings.reference else None
-    out = new_run_dir("audit-mia", run_dir)
-    write_config(out, settings)
+    with audit_run("audit-mia", run_dir, settings) as run:
+        return _mia(run, settings, model, tokenizer, reference, members, nonmembers)
+
+
+def _mia(run: Run, settings: MIASettings, model, tokenizer, reference, members: list[str],
+         nonmembers: list[str]) -> tuple[Path, dict[str, Any]]:
+    out = run.path
+    max_length = clamp_max_length(settings.max_length, model, RunLog(out))
+    if reference is not None:
+        max_length = clamp_max_length(max_length, reference[0], RunLog(out))
     result = run_mia(model, tokenizer, members, nonmembers, reference=reference, ks=tuple(settings.ks),
-                     gradnorm=settings.gradnorm, max_length=settings.max_length, batch_size=settings.batch_size,
+                     gradnorm=settings.gradnorm, max_length=max_length, batch_size=settings.batch_size,
                      n_bootstrap=settings.n_bootstrap, seed=settings.seed)
     atomic_write_json(out / "mia.json", result)
     summary = mia_summary(result)
@@ -192,7 +276,7 @@ def load_canaries(source: str) -> list[dict[str, Any]]:
     if not path.is_file():
         raise LetheError(f"canaries file not found: {path}")
     rows = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    for number, line in enumerate(read_text_file(path, "canaries file").splitlines(), start=1):
         if not line.strip():
             continue
         try:
@@ -207,11 +291,18 @@ def load_canaries(source: str) -> list[dict[str, Any]]:
 def audit_canaries(settings: CanarySettings, run_dir: str | Path | None = None, model=None,
                    tokenizer=None) -> tuple[Path, dict[str, Any]]:
     """``lethe audit canaries``: exposure (bits) of every canary; writes canaries.json."""
+    check_positive("samples", settings.n_samples)
+    check_positive("batch_size", settings.batch_size)
     canaries = load_canaries(settings.canaries)
     if model is None or tokenizer is None:
         model, tokenizer = load_model(settings.model)
-    out = new_run_dir("audit-canaries", run_dir)
-    write_config(out, settings)
+    with audit_run("audit-canaries", run_dir, settings) as run:
+        return _canaries(run, settings, model, tokenizer, canaries)
+
+
+def _canaries(run: Run, settings: CanarySettings, model, tokenizer,
+              canaries: list[dict[str, Any]]) -> tuple[Path, dict[str, Any]]:
+    out = run.path
     result = canary_exposure(model, tokenizer, canaries, n_samples=settings.n_samples, seed=settings.seed,
                              batch_size=settings.batch_size)
     atomic_write_json(out / "canaries.json", result)
@@ -266,17 +357,27 @@ def check_retain_eval(path: str) -> None:
 def eval_tofu(settings: TofuEvalSettings, run_dir: str | Path | None = None, model=None,
               tokenizer=None) -> tuple[Path, dict[str, Any]]:
     """``lethe eval tofu``: the TOFU metrics of one model; writes tofu_eval.json (per item + summary)."""
-    from lethe.audit.tofu_metrics import evaluate_tofu, write_tofu_eval
+    from lethe.audit.tofu_metrics import evaluate_tofu
 
+    if settings.limit < 0:
+        raise LetheError(f"--limit must be >= 0 (0 = every item), got {settings.limit}")
+    check_positive("max_new_tokens", settings.max_new_tokens)
+    check_positive("batch_size", settings.batch_size)
     check_retain_eval(settings.retain_eval)
     folder = resolve_source(settings.data)
     if model is None or tokenizer is None:
         model, tokenizer = load_model(settings.model)
-    result = evaluate_tofu(model, tokenizer, folder, forget_split=settings.split,
-                           retain_eval=settings.retain_eval or None, batch_size=settings.batch_size,
-                           max_new_tokens=settings.max_new_tokens, limit=settings.limit)
-    out = new_run_dir("eval-tofu", run_dir)
-    write_config(out, settings)
+    with audit_run("eval-tofu", run_dir, settings) as run:
+        result = evaluate_tofu(model, tokenizer, folder, forget_split=settings.split,
+                               retain_eval=settings.retain_eval or None, batch_size=settings.batch_size,
+                               max_new_tokens=settings.max_new_tokens, limit=settings.limit)
+        return _write_tofu(run.path, settings, folder, result)
+
+
+def _write_tofu(out: Path, settings: TofuEvalSettings, folder: Path,
+                result: dict[str, Any]) -> tuple[Path, dict[str, Any]]:
+    from lethe.audit.tofu_metrics import write_tofu_eval
+
     write_tofu_eval(result, out / "tofu_eval.json")
     atomic_write_json(out / "metrics.json", {"tofu": result["summary"]})
     page = Report("TOFU evaluation", subtitle=f"model {settings.model}, {settings.split} of {folder}")

@@ -109,6 +109,8 @@ class ExtractionResult:
     rougeL_all: list[float] = field(default_factory=list)
     num_beams: int = 1
     any_of_beams: bool = False
+    n_prefix_truncated: int = 0  # prefixes cut (oldest tokens first) to fit the model's positions
+    max_positions: int | None = None
 
     @property
     def n_scored(self) -> int:
@@ -129,6 +131,8 @@ class ExtractionResult:
             "n_exact": self.n_exact,
             "token_match_rate": self.token_match_rate,
             "rougeL": self.rougeL,
+            "n_prefix_truncated": self.n_prefix_truncated,
+            "max_positions": self.max_positions,
         }
 
     def to_dict(self) -> dict[str, Any]:
@@ -155,8 +159,13 @@ def _encode(tokenizer: Any, texts: list[str], add_bos: bool | None) -> list[list
 
 def run_extraction(model: Any, tokenizer: Any, documents: list[tuple[str, str]], *, suffix_len: int = 50,
                    prefix_len: int | None = None, batch_size: int = 32, add_bos: bool | None = None,
-                   num_beams: int = 1, any_of_beams: bool = False) -> ExtractionResult:
-    """Greedy (or beam) suffix extraction on ``documents`` ((id, text) pairs); see the module docstring."""
+                   num_beams: int = 1, any_of_beams: bool = False,
+                   max_positions: int | None = None) -> ExtractionResult:
+    """Greedy (or beam) suffix extraction on ``documents`` ((id, text) pairs); see the module docstring.
+
+    ``max_positions`` (the model's positions): a prefix + suffix longer than that has its prefix cut from
+    the left to fit (counted in ``n_prefix_truncated``); a document whose suffix alone does not fit is skipped.
+    Without it, generating past the positions fails (GPT-2) or runs past the context (rotary models)."""
     if not documents:
         raise LetheError("no documents to audit for extraction")
     if suffix_len < 1:
@@ -172,8 +181,13 @@ def run_extraction(model: Any, tokenizer: Any, documents: list[tuple[str, str]],
     encoded = _encode(tokenizer, [text for _, text in documents], add_bos)
     kept: list[tuple[str, list[int], list[int]]] = []
     skipped_ids: list[str] = []
+    truncated = 0
     for (doc_id, _), ids in zip(documents, encoded, strict=True):
         split = split_prefix_suffix(ids, suffix_len, prefix_len)
+        if split is not None and max_positions is not None and len(split[0]) + suffix_len > max_positions:
+            room = max_positions - suffix_len
+            split = (split[0][-room:], split[1]) if room >= 1 else None
+            truncated += split is not None
         if split is None:
             skipped_ids.append(doc_id)
         else:
@@ -210,5 +224,6 @@ def run_extraction(model: Any, tokenizer: Any, documents: list[tuple[str, str]],
         items=items, n_documents=len(documents), n_skipped=len(skipped_ids), skipped_ids=skipped_ids,
         suffix_len=suffix_len, prefix_len=prefix_len, exact_match_rate=n_exact / n, n_exact=n_exact,
         token_match_rate=sum(item.token_match_rate for item in items) / n, rougeL=sum(rouge_all) / n,
-        rougeL_all=rouge_all, num_beams=num_beams, any_of_beams=any_of_beams,
+        rougeL_all=rouge_all, num_beams=num_beams, any_of_beams=any_of_beams, n_prefix_truncated=truncated,
+        max_positions=max_positions,
     )

@@ -133,6 +133,18 @@ def _check_args(prefixes: Sequence[Sequence[int]], max_new_tokens: int, batch_si
             raise LetheError(f"prefix {i} is empty; generation needs at least one context token")
 
 
+def _check_positions(model: Any, prefixes: Sequence[Sequence[int]], max_new_tokens: int) -> None:
+    """Prompt + new tokens must fit the model's positions: past them GPT-2 fails with an IndexError and
+    rotary models generate past their context without a word."""
+    from lethe.models import model_positions
+
+    positions = model_positions(model)
+    longest = max(range(len(prefixes)), key=lambda i: len(prefixes[i]))
+    if positions is not None and len(prefixes[longest]) + max_new_tokens > positions:
+        raise LetheError(f"input {longest} has {len(prefixes[longest])} tokens: with {max_new_tokens} new tokens it "
+                         f"exceeds the model's {positions} positions (fewer new tokens, or shorter inputs)")
+
+
 def generate_continuations(model: Any, prefixes: Sequence[Sequence[int]], max_new_tokens: int, *,
                            pad_id: int, batch_size: int = 32, num_beams: int = 1,
                            num_return_sequences: int = 1, eos_id: int | None = None,
@@ -153,6 +165,7 @@ def generate_continuations(model: Any, prefixes: Sequence[Sequence[int]], max_ne
         raise LetheError("stop_at_eos=True needs an eos_id")
     if not prefixes:
         return []
+    _check_positions(model, prefixes, max_new_tokens)
     config = _decoding_config(max_new_tokens, pad_id=pad_id, eos_id=eos_id if stop_at_eos else None,
                               num_beams=num_beams, num_return_sequences=num_return_sequences)
     device = _model_device(model)

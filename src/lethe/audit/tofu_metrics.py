@@ -314,6 +314,8 @@ def load_retain_eval(retain_eval: str | Path | Mapping[str, Any], forget_split: 
         raise LetheError(f"{label}: per_item.forget has an item without a finite truth_ratio")
     summary = data.get("summary")
     auc = summary.get("mia_min_k") if isinstance(summary, dict) else None
+    if auc is not None and (isinstance(auc, bool) or not isinstance(auc, int | float) or not 0 <= auc <= 1):
+        raise LetheError(f"{label}: summary.mia_min_k must be an AUC in [0, 1] or null, got {auc!r}")
     return {"truth_ratio": [float(r) for r in ratios], "mia_min_k": None if auc is None else float(auc),
             "label": label}
 

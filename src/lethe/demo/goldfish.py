@@ -45,7 +45,7 @@ from lethe.data.world import embedded_world
 from lethe.demo.arms import shared_tokenizer, train_or_reuse
 from lethe.errors import LetheError
 from lethe.report import Report, figures
-from lethe.runs import RunLog, atomic_write_json, atomic_write_text, new_run_dir
+from lethe.runs import RunLog, atomic_write_json, atomic_write_text, demo_run
 
 ARMS = ("standard", "goldfish")
 # keys that only change the audits (or logging), so a re-run may change them and still reuse trained arms
@@ -134,7 +134,11 @@ def run_goldfish_demo(config: GoldfishDemoConfig, *, quiet: bool = False) -> tup
     started = time.perf_counter()
     if config.run_dir:
         _check_reusable(Path(config.run_dir), config)
-    run_dir = new_run_dir("demo-goldfish", config.run_dir or None)
+    with demo_run("demo-goldfish", config.run_dir or None) as run_dir:
+        return _run(config, run_dir, quiet, started)
+
+
+def _run(config: GoldfishDemoConfig, run_dir: Path, quiet: bool, started: float) -> tuple[Path, dict[str, Any]]:
     log = RunLog(run_dir)
     atomic_write_text(run_dir / "config.yaml", to_yaml(config))
     world = embedded_world(config.world_authors, config.world_seed)

@@ -52,7 +52,7 @@ from lethe.data.world import embedded_world
 from lethe.demo.arms import shared_tokenizer, train_or_reuse
 from lethe.errors import LetheError
 from lethe.report import Report, figures
-from lethe.runs import RunLog, atomic_write_json, atomic_write_text, new_run_dir
+from lethe.runs import RunLog, atomic_write_json, atomic_write_text, demo_run
 from lethe.train.memsinks import MemSinksSpec, bake, sink_mask
 
 # audit-only settings, and compare_reference: it adds or leaves out the third arm, the other two are reused
@@ -215,7 +215,13 @@ def run_memsinks_demo(config: MemSinksDemoConfig, *, quiet: bool = False) -> tup
     if config.run_dir:
         _check_reusable(Path(config.run_dir), config)
     repeated, unrepeated, validation, heldout = _split_world(config)
-    run_dir = new_run_dir("demo-memsinks", config.run_dir or None)
+    with demo_run("demo-memsinks", config.run_dir or None) as run_dir:
+        return _run(config, run_dir, quiet, started, (repeated, unrepeated, validation, heldout))
+
+
+def _run(config: MemSinksDemoConfig, run_dir: Path, quiet: bool, started: float,
+         splits: tuple[list[Any], list[Any], list[Any], list[Any]]) -> tuple[Path, dict[str, Any]]:
+    repeated, unrepeated, validation, heldout = splits
     log = RunLog(run_dir)
     atomic_write_text(run_dir / "config.yaml", to_yaml(config))
     tokenizer = shared_tokenizer(run_dir, [d.text for d in repeated + unrepeated + validation + heldout],

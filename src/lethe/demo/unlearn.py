@@ -47,7 +47,7 @@ from lethe.demo.arms import finished_metrics, shared_tokenizer, train_fresh_tiny
 from lethe.errors import LetheError
 from lethe.models import load_model
 from lethe.report import Report, figures
-from lethe.runs import RunLog, atomic_write_json, atomic_write_text, new_run_dir
+from lethe.runs import RunLog, atomic_write_json, atomic_write_text, demo_run
 from lethe.unlearn import guard as guard_lib
 from lethe.unlearn.config import (
     EvalSettings,
@@ -472,13 +472,13 @@ def run_unlearn_demo(config: UnlearnDemoConfig, *, quiet: bool = False) -> tuple
     if config.threads > 0:
         torch.set_num_threads(config.threads)
     try:
-        return _run(config, quiet, started)
+        with demo_run("demo-unlearn", config.run_dir or None) as run_dir:
+            return _run(config, run_dir, quiet, started)
     finally:
         torch.set_num_threads(threads_before)
 
 
-def _run(config: UnlearnDemoConfig, quiet: bool, started: float) -> tuple[Path, dict[str, Any]]:
-    run_dir = new_run_dir("demo-unlearn", config.run_dir or None)
+def _run(config: UnlearnDemoConfig, run_dir: Path, quiet: bool, started: float) -> tuple[Path, dict[str, Any]]:
     world = embedded_world(config.world_authors, config.world_seed)
     forget_split, retain_split = config.forget_split, RETAIN_OF[config.forget_split]
     splits = {"full": "full", "retain": retain_split}

@@ -64,6 +64,8 @@ def _read_json(path: Path) -> Any:
         return json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
         raise LetheError(f"{path}: invalid JSON ({exc.msg}, line {exc.lineno})") from None
+    except UnicodeDecodeError as exc:
+        raise LetheError(f"{path}: not UTF-8 text (byte {exc.start})") from None
     except OSError as exc:
         raise LetheError(f"{path}: cannot read ({exc.strerror})") from None
 

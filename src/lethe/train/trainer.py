@@ -6,7 +6,11 @@ objectives re-weight), normalises by the number of supervised tokens of the whol
 The counts are summed over every process (DDP/FSDP/DeepSpeed ranks): each rank accumulates its own on the
 device and the ranks are summed when the Trainer logs or saves, so no micro-step waits on the host.
 :func:`run_training` is the recipe behind ``lethe train``: data → model → Trainer → run directory,
-resuming from the last checkpoint when re-run on the same directory.
+resuming from the newest complete (sealed, :mod:`lethe.checkpoints`) checkpoint when re-run on the same
+directory; the counters and the running loss are restored with it, so a resumed run reports the numbers of
+an uninterrupted one. A finished run re-run with the same settings does nothing; one killed after its last
+checkpoint is finished from it without another step. Training stops before any update with a NaN/inf loss
+or gradient, and no non-finite weights are saved (:mod:`lethe.finite`).
 
 Resuming: the run directory's ``config.yaml`` must match the new config except for the keys in
 :data:`RESUME_MAY_CHANGE` — the length of training (``train.max_steps``, ``train.epochs``: a finished run
@@ -18,18 +22,23 @@ because the checkpoint's weights, optimizer state and data order would silently 
 
 from __future__ import annotations
 
+import contextlib
 import json
+import pickle
+import shutil
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
 from transformers import PreTrainedTokenizerBase, PrinterCallback, Trainer, TrainerCallback, TrainingArguments
-from transformers.trainer_utils import get_last_checkpoint
+from transformers.trainer_callback import TrainerState
 
+from lethe import finite
+from lethe.checkpoints import SealedCheckpoints, checkpoint_step, clean_incomplete, latest_complete
 from lethe.config import TrainConfig, config_changes, saved_config, to_yaml
 from lethe.data.formatting import encode_document, encode_qa
-from lethe.data.text import load_documents, stable_doc_id
+from lethe.data.text import load_documents, read_text_file, stable_doc_id
 from lethe.data.tofu import available_splits, load_split
 from lethe.data.world import resolve_source
 from lethe.errors import LetheError
@@ -38,19 +47,23 @@ from lethe.models import (
     check_vocab,
     load_model,
     load_tokenizer_folder,
+    model_positions,
     resolve_model_path,
     save_model,
     tiny_model,
     train_bpe_tokenizer,
 )
-from lethe.runs import RunLog, atomic_write_json, atomic_write_text, new_run_dir, publish_dir
+from lethe.runs import RunLog, atomic_write_json, notice, open_run, publish_dir
 from lethe.train.collator import CausalLMCollator
 from lethe.train.goldfish import canonical_id_table
 from lethe.train.memsinks import MemSinks, MemSinksSpec, spec_for
 
 
-class LetheTrainer(Trainer):
-    """HF Trainer with per-sample losses and supervised / input token counters summed over all processes."""
+class LetheTrainer(SealedCheckpoints, Trainer):
+    """HF Trainer with per-sample losses, supervised / input token counters summed over all processes,
+    sealed checkpoints that carry the counters and the loss (:mod:`lethe.checkpoints`) and a NaN/inf guard
+    (:mod:`lethe.finite`): it stops before any update with a non-finite loss or gradient and never saves
+    non-finite weights."""
 
     def __init__(self, *args: Any, memsinks: MemSinks | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -58,6 +71,7 @@ class LetheTrainer(Trainer):
         self.supervised_tokens = 0  # totals over every process, as of the last sync
         self.input_tokens = 0
         self._pending: torch.Tensor | None = None  # this process's [supervised, input] since the last sync
+        self.add_callback(finite.FiniteGradientCallback(self))
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         inputs = dict(inputs)
@@ -76,7 +90,28 @@ class LetheTrainer(Trainer):
                 loss = loss * self.accelerator.num_processes  # the gathered count spans every rank
         else:
             loss = nll_sum.sum() / supervised.clamp(min=1)
+        if model.training and finite.check_loss(self, loss):
+            raise self._stop(self.state.global_step + 1, f"the loss is not finite ({float(loss.detach()):.6g})")
         return (loss, outputs) if return_outputs else loss
+
+    def _stop(self, step: int, what: str) -> LetheError:
+        return finite.stop_error(self, step, what, latest_complete(self.args.output_dir),
+                                 "lower train.lr (or raise train.warmup_steps) and re-run")
+
+    def check_gradients(self) -> None:
+        """Before the optimizer step: a finite loss can still give non-finite gradients."""
+        if not finite.gradients_finite(self):
+            raise self._stop(self.state.global_step + 1, "a gradient is not finite (NaN/inf); the update was "
+                                                         "not applied")
+
+    def check_parameters(self) -> None:
+        if not finite.check_parameters(self):
+            raise self._stop(self.state.global_step, "the weights are not finite after the update (train.lr too "
+                                                     "high?); nothing was saved from this step")
+
+    def _save_checkpoint(self, model, trial) -> None:
+        self.check_parameters()  # a non-finite checkpoint would pass for a good one
+        super()._save_checkpoint(model, trial)
 
     def _count(self, supervised: torch.Tensor, attention_mask: torch.Tensor) -> None:
         """Accumulate on the device: no host sync per micro-step."""
@@ -98,29 +133,17 @@ class LetheTrainer(Trainer):
         supervised, inputs = self.sync_token_counts()  # Trainer.log runs on every rank
         super().log({**logs, "supervised_tokens": supervised, "input_tokens": inputs}, *args, **kwargs)
 
+    def checkpoint_state(self) -> dict[str, Any]:
+        supervised, inputs = self.sync_token_counts()  # on every rank
+        return {"supervised_tokens": supervised, "input_tokens": inputs}
 
-COUNTERS_FILE = "lethe_counters.json"
-
-
-class TokenCounterCallback(TrainerCallback):
-    """Save the supervised / input token counters inside each checkpoint, so a resumed run keeps counting."""
-
-    def __init__(self, trainer: LetheTrainer) -> None:
-        self.trainer = trainer
-
-    def on_save(self, args, state, control, **kwargs):
-        supervised, inputs = self.trainer.sync_token_counts()  # on_save runs on every rank
-        folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
-        if state.is_world_process_zero and folder.is_dir():
-            atomic_write_json(folder / COUNTERS_FILE, {"supervised_tokens": supervised, "input_tokens": inputs})
-
-    @staticmethod
-    def restore(trainer: LetheTrainer, checkpoint: str | None) -> None:
-        path = Path(checkpoint) / COUNTERS_FILE if checkpoint else None
-        if path is not None and path.is_file():
-            counters = json.loads(path.read_text())
-            trainer.supervised_tokens = int(counters["supervised_tokens"])
-            trainer.input_tokens = int(counters["input_tokens"])
+    def restore_state(self, checkpoint: str | Path | None) -> dict[str, Any]:
+        """Counters and loss of a sealed checkpoint (sealed together with the weights: never out of step)."""
+        state = super().restore_state(checkpoint)
+        if state:
+            self.supervised_tokens = int(state.get("supervised_tokens") or 0)
+            self.input_tokens = int(state.get("input_tokens") or 0)
+        return state
 
 
 class CollatorEpochCallback(TrainerCallback):
@@ -250,7 +273,11 @@ def _prepare_model(config: TrainConfig, records: list[dict[str, Any]], run_dir: 
 
 
 def check_resume(config: TrainConfig, run_dir: Path) -> list[str]:
-    """Refuse to resume ``run_dir`` with other training settings; return the allowed changes."""
+    """Refuse to resume ``run_dir`` with other training settings; return the allowed changes. Only a run
+    that left a complete checkpoint or a model counts: a config.yaml of a run that failed before its first
+    checkpoint describes nothing on disk and never blocks the corrected re-run."""
+    if not has_progress(run_dir):
+        return []
     previous = saved_config(TrainConfig, run_dir / "config.yaml", f"cannot resume {run_dir}: it")
     if previous is None:
         return []
@@ -259,6 +286,29 @@ def check_resume(config: TrainConfig, run_dir: Path) -> list[str]:
         raise LetheError(f"cannot resume {run_dir} with other settings than its config.yaml: {'; '.join(refused)} "
                          "(use a new --run-dir, or set them back)")
     return config_changes(previous, config, ignore=("run_dir",))
+
+
+def has_progress(run_dir: Path) -> bool:
+    """A complete checkpoint or a final model: what a re-run must continue from, not overwrite."""
+    return latest_complete(run_dir / "checkpoints") is not None or (run_dir / "model").is_dir()
+
+
+# changes that leave a finished run's model as it is: a re-run with only these does nothing
+FINISHED_MAY_CHANGE = ("run_dir", "train.logging_steps", "train.save_steps", "train.save_total_limit",
+                       "train.threads")
+
+
+def finished_metrics(config: TrainConfig, run_dir: Path, changes: list[str]) -> dict[str, Any] | None:
+    """The metrics of a finished run that ``config`` would not change (a re-run has nothing to do), else None."""
+    path = run_dir / "metrics.json"
+    if not ((run_dir / "model").is_dir() and path.is_file()):
+        return None
+    if any(change.split(" ", 1)[0] not in FINISHED_MAY_CHANGE for change in changes):
+        return None  # e.g. train.max_steps raised: the run is extended
+    try:
+        return json.loads(read_text_file(path, "metrics file"))
+    except json.JSONDecodeError:
+        return None
 
 
 def training_arguments(config: TrainConfig, output_dir: Path, quiet: bool) -> TrainingArguments:
@@ -275,7 +325,7 @@ def training_arguments(config: TrainConfig, output_dir: Path, quiet: bool) -> Tr
         warmup_steps=t.warmup_steps,
         logging_steps=t.logging_steps,
         save_steps=t.save_steps,
-        save_total_limit=t.save_total_limit,
+        save_total_limit=None,  # rotation is Lethe's, after the seal (lethe.checkpoints.rotate)
         seed=t.seed,
         data_seed=t.seed,
         report_to="none",
@@ -310,30 +360,43 @@ def train_model(config: TrainConfig, run_dir: Path, *, model=None, tokenizer=Non
         canonical_ids=canonical_id_table(tokenizer) if goldfish.enabled and goldfish.normalize else None,
         pack_length=config.data.max_length if config.data.pack else 0,
     )
+    check_positions(model, config.data.max_length)
     checkpoints = run_dir / "checkpoints"
     hooks = MemSinks(model, spec, "train") if spec is not None else None
     trainer = LetheTrainer(
         model=model, args=training_arguments(config, checkpoints, quiet), train_dataset=features,
         data_collator=collator, processing_class=tokenizer,
         callbacks=[JsonlLogCallback(log), CollatorEpochCallback(collator)], memsinks=hooks,
+        keep_checkpoints=config.train.save_total_limit,
     )
-    trainer.add_callback(TokenCounterCallback(trainer))
     if quiet:
         trainer.remove_callback(PrinterCallback)  # disable_tqdm swaps the progress bar for printed logs
-    resume = get_last_checkpoint(str(checkpoints)) if checkpoints.is_dir() else None
-    TokenCounterCallback.restore(trainer, resume)
-    log("train_start", records=len(features), resume_from=resume)
+    if trainer.is_world_process_zero():
+        clean_incomplete(checkpoints)  # a kill during a save: never resumed from, never kept
+    trainer.accelerator.wait_for_everyone()
+    resume = latest_complete(checkpoints)
+    trainer.restore_state(resume)
+    target = planned_steps(trainer)
+    done = checkpoint_step(resume) if resume is not None else 0
+    log("train_start", records=len(features), resume_from=str(resume) if resume else None, target_steps=target)
     started = time.perf_counter()
     try:
-        output = trainer.train(resume_from_checkpoint=resume)
+        if done >= target:  # killed after the last checkpoint, before the model was saved: nothing to train
+            finish_from_checkpoint(trainer, resume)
+            train_loss = trainer.run_loss(0.0)
+        else:
+            with safe_resume(resume):
+                output = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+            train_loss = trainer.run_loss(output.training_loss)
     finally:
         if hooks is not None:
             hooks.remove()  # the model leaves in its plain form; memsinks.json says how to evaluate it
     wall = time.perf_counter() - started
     supervised, inputs = trainer.sync_token_counts()
+    trainer.check_parameters()  # never save a non-finite model
     final = _save_final_model(trainer, tokenizer, run_dir, spec)
     metrics = {
-        "train_loss": output.training_loss,
+        "train_loss": train_loss,
         "steps": trainer.state.global_step,
         "epochs": trainer.state.epoch,
         "records": len(features),
@@ -344,11 +407,50 @@ def train_model(config: TrainConfig, run_dir: Path, *, model=None, tokenizer=Non
                      "strategy": goldfish.strategy} if goldfish.enabled else {"enabled": False},
         "memsinks": {"enabled": True, **vars(spec)} if spec is not None else {"enabled": False},
         "train_wall_s": wall,
-        "resumed_from": resume,
+        "resumed_from": str(resume) if resume else None,
         "model_dir": str(final),
     }
     log("train_end", **{k: v for k, v in metrics.items() if k not in ("goldfish", "memsinks")})
     return metrics
+
+
+def check_positions(model, max_length: int) -> None:
+    """Sequences of ``max_length`` tokens must fit the model's positions (else: an IndexError deep in the
+    model, or, with rotary embeddings, silent training past the context)."""
+    positions = model_positions(model)
+    if positions is not None and max_length > positions:
+        raise LetheError(f"config: data.max_length={max_length} exceeds the model's {positions} positions "
+                         f"(max_position_embeddings); set data.max_length <= {positions}")
+
+
+def planned_steps(trainer: Trainer) -> int:
+    """The optimizer steps this run trains in total (train.max_steps, or the epochs' steps), as HF counts them."""
+    if trainer.args.max_steps > 0:
+        return int(trainer.args.max_steps)
+    return int(trainer.set_initial_training_values(trainer.args, trainer.get_train_dataloader())[-1])
+
+
+def finish_from_checkpoint(trainer: Trainer, checkpoint: Path) -> None:
+    """Load a final checkpoint's weights and state without training (HF would train one more step when the
+    run's length is not a multiple of the epoch length)."""
+    with safe_resume(checkpoint):
+        trainer._load_from_checkpoint(str(checkpoint))
+    trainer.state = TrainerState.load_from_json(str(checkpoint / "trainer_state.json"))
+
+
+@contextlib.contextmanager
+def safe_resume(checkpoint: Path | None):
+    """A checkpoint file that only unpickles unsafely (``weights_only`` refuses it) is a one-line error."""
+    try:
+        yield
+    except (pickle.UnpicklingError, RuntimeError, ValueError) as err:
+        text = str(err)
+        unsafe = isinstance(err, pickle.UnpicklingError) or "weights_only" in text or "pickle" in text.lower()
+        if checkpoint is None or not unsafe:
+            raise
+        first = next((line.strip() for line in text.splitlines() if line.strip()), type(err).__name__)
+        raise LetheError(f"cannot resume from {checkpoint}: a file there cannot be loaded safely ({first[:200]}); "
+                         "delete that checkpoint to resume from an earlier one, or use a new --run-dir") from None
 
 
 def memsinks_spec(model, config: TrainConfig) -> MemSinksSpec:
@@ -376,16 +478,37 @@ def _save_final_model(trainer: LetheTrainer, tokenizer: PreTrainedTokenizerBase,
 
 
 def run_training(config: TrainConfig, *, quiet: bool = False) -> tuple[Path, dict[str, Any]]:
-    """``lethe train``: check data and model, make the run directory, write config.yaml, train, write metrics."""
+    """``lethe train``: check data and model, claim the run directory, train (or resume, or do nothing for a
+    finished run), write config.yaml and metrics.json."""
     config.validate()  # a config built in Python gets the checks (and defaults) that load_config applies
     records = load_training_records(config)  # bad data fails before any folder is made
     if config.model.name != "tiny":
         resolve_model_path(config.model.name)
-    changes = check_resume(config, Path(config.run_dir)) if config.run_dir else []
-    run_dir = new_run_dir("train", config.run_dir or None)
-    if changes:
-        RunLog(run_dir)("resume_config_changes", changes=changes)
-    atomic_write_text(run_dir / "config.yaml", to_yaml(config))
-    metrics = train_model(config, run_dir, records=records, quiet=quiet)
-    atomic_write_json(run_dir / "metrics.json", metrics)
+    with open_run("train", config.run_dir or None) as run:
+        run_dir = run.path
+        changes = check_resume(config, run_dir)
+        done = finished_metrics(config, run_dir, changes) if run.finished or run.legacy else None
+        if done is not None:
+            notice(f"{run_dir} is a finished run ({done.get('steps')} steps); nothing to do "
+                   "(raise train.max_steps to train further, or use a new --run-dir)")
+            RunLog(run_dir)("already_finished", steps=done.get("steps"))
+            if not run.finished:
+                run.mark("finished")  # a finished run of an older Lethe (no run.json)
+            return run_dir, done
+        if not has_progress(run_dir):  # a fresh start: nothing of a failed earlier attempt is reused
+            shutil.rmtree(run_dir / "tokenizer", ignore_errors=True)
+            (run_dir / "metrics.json").unlink(missing_ok=True)
+        if changes:
+            RunLog(run_dir)("resume_config_changes", changes=changes)
+        run.mark("running")
+        run.write_text("config.yaml", to_yaml(config))
+        run.started = True
+        progress = latest_complete(run_dir / "checkpoints")
+        try:
+            metrics = train_model(config, run_dir, records=records, quiet=quiet)
+        except BaseException:
+            run.keep = latest_complete(run_dir / "checkpoints") != progress  # this attempt saved a checkpoint
+            raise
+        atomic_write_json(run_dir / "metrics.json", metrics)
+        run.mark("finished")
     return run_dir, metrics

@@ -6,6 +6,7 @@ values left at ``null`` take the method's defaults (DESIGN 3.3, :data:`lethe.unl
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 from lethe.config import ModelSettings, TrainSettings
@@ -46,6 +47,10 @@ class ObjectiveSettings:
     def validate(self) -> None:
         if not self.max_loss > 0:
             raise LetheError(f"config: objective.max_loss must be > 0, got {self.max_loss}")
+        for key in ("gamma", "alpha", "beta", "delta"):
+            value = getattr(self, key)
+            if value is not None and not math.isfinite(value):
+                raise LetheError(f"config: objective.{key} must be finite, got {value}")
 
 
 @dataclass
@@ -62,8 +67,8 @@ class GuardSettings:
     batch_size: int = 0  # attribution batch size; 0 = train.batch_size
 
     def validate(self) -> None:
-        if not self.tau > 0:
-            raise LetheError(f"config: guard.tau must be > 0, got {self.tau}")
+        if not 0 < self.tau < float("inf"):  # NaN fails too
+            raise LetheError(f"config: guard.tau must be > 0 and finite, got {self.tau}")
         if self.normalize not in NORMALIZATIONS:
             raise LetheError(f"config: guard.normalize must be one of {', '.join(NORMALIZATIONS)}, "
                              f"got {self.normalize!r}")
@@ -86,6 +91,8 @@ class LoraSettings:
         if self.enabled:
             if self.r < 1:
                 raise LetheError(f"config: lora.r must be >= 1, got {self.r}")
+            if self.alpha < 1:
+                raise LetheError(f"config: lora.alpha must be >= 1, got {self.alpha}")
             if not 0 <= self.dropout < 1:
                 raise LetheError(f"config: lora.dropout must be in [0, 1), got {self.dropout}")
             if not self.target_modules:

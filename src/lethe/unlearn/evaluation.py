@@ -134,8 +134,8 @@ def unlearn_and_evaluate(config: UnlearnConfig, *, quiet: bool = False) -> tuple
     data = load_unlearn_data(config)  # fail before anything is written: the unlearning data first,
     inputs = check_eval_inputs(config)  # then what the evaluation will read
     run_dir, metrics = run_unlearning(config, quiet=quiet, data=data)
-    if inputs is None:
-        return run_dir, metrics
+    if inputs is None or ("tofu" in metrics and (run_dir / "tofu_eval.json").is_file()):
+        return run_dir, metrics  # no evaluation asked, or a finished run (evaluated already): nothing to do
     before = _before_eval(config, inputs, run_dir)
     after = _evaluate(run_dir / "model", config, config.eval.retain_eval or None)
     write_tofu_eval(after, run_dir / "tofu_eval.json")

@@ -23,21 +23,30 @@ import copy
 import json
 import time
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 from transformers import PrinterCallback, Trainer, TrainerCallback, set_seed
-from transformers.trainer_utils import get_last_checkpoint
 
+from lethe.checkpoints import SealedCheckpoints, checkpoint_step, clean_incomplete, latest_complete, read_state
 from lethe.config import config_changes, saved_config, to_yaml
+from lethe.data.text import read_text_file
 from lethe.data.tofu import RETAIN_OF
 from lethe.data.world import resolve_source
 from lethe.errors import LetheError
 from lethe.losses import sequence_nll
 from lethe.models import load_model, save_model
-from lethe.runs import RunLog, atomic_write_json, atomic_write_text, new_run_dir, publish_dir
-from lethe.train.trainer import JsonlLogCallback, training_arguments
+from lethe.runs import Run, RunLog, atomic_write_json, notice, open_run, publish_dir
+from lethe.train.trainer import (
+    JsonlLogCallback,
+    check_positions,
+    finish_from_checkpoint,
+    planned_steps,
+    safe_resume,
+    training_arguments,
+)
 from lethe.unlearn import guard as guard_lib
 from lethe.unlearn.config import GuardSettings, LoraSettings, UnlearnConfig, UnlearnDataSettings
 from lethe.unlearn.data import (
@@ -74,7 +83,7 @@ def _is_peft(model: torch.nn.Module) -> bool:
     return hasattr(model, "disable_adapter") and hasattr(model, "peft_config")
 
 
-class UnlearnTrainer(Trainer):
+class UnlearnTrainer(SealedCheckpoints, Trainer):
     """HF Trainer whose loss is an unlearning objective over paired forget/retain batches."""
 
     # compute_loss returns a per-micro-batch mean: let Trainer divide it by the accumulation steps
@@ -93,6 +102,7 @@ class UnlearnTrainer(Trainer):
             raise LetheError(f"method {method.name} needs a reference model (a frozen copy, or LoRA adapters "
                              "to disable)")
         self.sample_weights: torch.Tensor | None = None
+        self.checkpoint_guard_weights = False  # GUARD recomputed during the run: checkpoints carry the weights
         self.set_sample_weights(sample_weights)
         self._sums: dict[str, list[float]] = {}
         self.add_callback(FiniteGradientCallback(self))
@@ -202,6 +212,12 @@ class UnlearnTrainer(Trainer):
                                                      "this step's checkpoint was not saved")
         super()._save_checkpoint(model, trial)
 
+    def checkpoint_state(self) -> dict[str, Any]:
+        weights = self.sample_weights
+        if not self.checkpoint_guard_weights or weights is None:
+            return {}
+        return {"guard_weights": (weights / weights.numel()).tolist()}
+
     def log(self, logs: dict[str, float], *args: Any, **kwargs: Any) -> None:
         logs = dict(logs)
         for key, (total, count) in self._sums.items():
@@ -248,18 +264,18 @@ class GuardRecomputeCallback(TrainerCallback):
                 guard_lib.write_attribution(self.run_dir / "attribution" / f"step-{state.global_step}.json",
                                             self.ids, scores, weights)
 
-    def on_save(self, args, state, control, **kwargs):
-        weights = self.trainer.sample_weights
-        folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
-        if weights is not None and args.should_save and folder.is_dir():
-            atomic_write_json(folder / GUARD_STATE_FILE, (weights / weights.numel()).tolist())
-
     @staticmethod
-    def restore(trainer: UnlearnTrainer, checkpoint: str | None) -> bool:
+    def restore(trainer: UnlearnTrainer, checkpoint: str | Path | None) -> bool:
+        """The weights the resumed checkpoint was trained with (sealed with it), else those of an older
+        Lethe's ``lethe_guard_weights.json``."""
+        state = read_state(checkpoint) if checkpoint else None
+        weights = state.get("guard_weights") if state else None
         path = Path(checkpoint) / GUARD_STATE_FILE if checkpoint else None
-        if path is None or not path.is_file():
+        if weights is None and path is not None and path.is_file():
+            weights = json.loads(path.read_text(encoding="utf-8"))
+        if weights is None:
             return False
-        trainer.set_sample_weights(torch.tensor(json.loads(path.read_text()), dtype=torch.float32))
+        trainer.set_sample_weights(torch.tensor(weights, dtype=torch.float32))
         return True
 
 
@@ -382,7 +398,9 @@ def check_resume(run_dir: Path, config: UnlearnConfig) -> None:
 
 
 def _last_checkpoint(checkpoints: Path) -> str | None:
-    return get_last_checkpoint(str(checkpoints)) if checkpoints.is_dir() else None
+    """The newest complete (sealed) checkpoint, as a string; None when there is none."""
+    last = latest_complete(checkpoints)
+    return str(last) if last is not None else None
 
 
 def _encode_checked(tokenizer, records: list[dict[str, Any]], ids: list[str], role: str,
@@ -412,6 +430,7 @@ def _setup_guard(trainer: UnlearnTrainer, config: UnlearnConfig, forget: list[di
             guard_lib.write_attribution(path, ids, scores, weights)
     trainer.set_sample_weights(weights)
     if g.recompute_every > 0:
+        trainer.checkpoint_guard_weights = True
         trainer.add_callback(GuardRecomputeCallback(trainer, recompute, run_dir, g.recompute_every, ids))
         GuardRecomputeCallback.restore(trainer, resume)
     return {
@@ -451,22 +470,98 @@ def run_unlearning(config: UnlearnConfig, *, quiet: bool = False, callbacks: Seq
     if config.train.threads > 0:
         torch.set_num_threads(config.train.threads)
     model, tokenizer = load_model(config.model.name, trust_remote_code=config.model.trust_remote_code)
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     max_length = config.data.max_length
+    check_positions(model, max_length)
     ids = record_ids(forget_records, config.data.forget_split)
     forget = _encode_checked(tokenizer, forget_records, ids, "forget", max_length)
     retain = _encode_checked(tokenizer, retain_records, record_ids(retain_records, retain_split), "retain",
                              max_length)
+    job = _Job(config, method, hyper, model, tokenizer, forget, retain, forget_records, retain_split, refusals,
+               ids, quiet, tuple(callbacks))
+    with open_run("unlearn", config.run_dir or None) as run:
+        return _unlearn_in(run, job)
 
-    run_dir = new_run_dir("unlearn", config.run_dir or None)
+
+@dataclass
+class _Job:
+    """What :func:`run_unlearning` checked and prepared before claiming the run directory."""
+
+    config: UnlearnConfig
+    method: Method
+    hyper: Hyper
+    model: torch.nn.Module
+    tokenizer: Any
+    forget: list[dict[str, list[int]]]
+    retain: list[dict[str, list[int]]]
+    forget_records: list[dict[str, Any]]
+    retain_split: str
+    refusals: list[str]
+    ids: list[str]
+    quiet: bool
+    callbacks: tuple[TrainerCallback, ...]
+
+
+# changes that leave a finished unlearning run's model as it is (evaluation settings are not among them:
+# a finished run re-run with other eval.* settings is evaluated again, its model is kept)
+FINISHED_MAY_CHANGE = ("run_dir", "train.logging_steps", "train.save_steps", "train.save_total_limit",
+                       "train.threads")
+
+
+def _finished_metrics(run: Run, config: UnlearnConfig) -> dict[str, Any] | None:
+    """The metrics of a finished run that ``config`` would not change, else None."""
+    run_dir = run.path
+    path = run_dir / "metrics.json"
+    if not (run.finished or run.legacy) or not (run_dir / "model").is_dir() or not path.is_file():
+        return None
+    previous = saved_config(UnlearnConfig, run_dir / "config.yaml", f"cannot resume {run_dir}: it")
+    if previous is None or config_changes(previous, config, ignore=FINISHED_MAY_CHANGE):
+        return None
+    try:
+        return json.loads(read_text_file(path, "metrics file"))
+    except json.JSONDecodeError:
+        return None
+
+
+def _unlearn_in(run: Run, job: _Job) -> tuple[Path, dict[str, Any]]:
+    """The body of :func:`run_unlearning` in its claimed run directory: nothing for a finished run, else
+    unlearn from the newest complete checkpoint (or from the start)."""
+    run_dir, config = run.path, job.config
     checkpoints = run_dir / "checkpoints"
-    resume = _last_checkpoint(checkpoints)
-    if resume is not None:
-        check_resume(run_dir, config)
-    log = RunLog(run_dir)
-    args = training_arguments(config, checkpoints, quiet)
+    args = training_arguments(config, checkpoints, job.quiet)
     if args.should_save:
-        atomic_write_text(run_dir / "config.yaml", to_yaml(config))
+        clean_incomplete(checkpoints)  # a kill during a save: never resumed from, never kept
+    resume = _last_checkpoint(checkpoints)
+    if resume is not None or (run_dir / "model").is_dir():
+        check_resume(run_dir, config)
+    done = _finished_metrics(run, config)
+    if done is not None:
+        notice(f"{run_dir} is a finished run ({done.get('steps')} steps); nothing to do "
+               "(raise train.max_steps to unlearn further, or use a new run directory)")
+        RunLog(run_dir)("already_finished", steps=done.get("steps"))
+        if not run.finished:
+            run.mark("finished")  # a finished run of an older Lethe (no run.json)
+        return run_dir, done
+    run.mark("running")
+    if args.should_save:
+        run.write_text("config.yaml", to_yaml(config))
+    run.started = True
+    try:
+        return _train_and_save(run, job, args, resume)
+    except BaseException:
+        run.keep = _last_checkpoint(checkpoints) != resume  # this attempt saved a checkpoint
+        raise
+
+
+def _train_and_save(run: Run, job: _Job, args, resume: str | None) -> tuple[Path, dict[str, Any]]:
+    """Unlearn (GUARD weights first), save model/ and metrics.json; mark the run finished."""
+    run_dir, config, method, hyper, model, tokenizer = (run.path, job.config, job.method, job.hyper, job.model,
+                                                        job.tokenizer)
+    forget, retain, ids, quiet, callbacks = job.forget, job.retain, job.ids, job.quiet, job.callbacks
+    forget_records, retain_split, refusals = job.forget_records, job.retain_split, job.refusals
+    o = config.objective
+    log = RunLog(run_dir)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    max_length = config.data.max_length
     set_seed(config.train.seed)
     ref_model = None
     if config.lora.enabled:
@@ -483,7 +578,9 @@ def run_unlearning(config: UnlearnConfig, *, quiet: bool = False, callbacks: Seq
         model=model, args=args, train_dataset=dataset, data_collator=PairCollator(pad_id),
         processing_class=tokenizer, callbacks=[JsonlLogCallback(log), EpochCallback(dataset), *callbacks],
         method=method, hyper=hyper, ref_model=ref_model, max_loss=o.max_loss,
+        keep_checkpoints=config.train.save_total_limit,
     )
+    trainer.restore_state(resume)
     if quiet:
         trainer.remove_callback(PrinterCallback)  # disable_tqdm swaps the progress bar for printed logs
     batch_size = config.train.batch_size
@@ -496,10 +593,19 @@ def run_unlearning(config: UnlearnConfig, *, quiet: bool = False, callbacks: Seq
         guard_info = _setup_guard(trainer, config, forget, retain, ids, run_dir, resume, pad_id)
         log("guard", **guard_info)
 
-    log("unlearn_start", method=method.name, forget=len(forget), retain=len(retain), resume_from=resume)
+    target = planned_steps(trainer)
+    done = checkpoint_step(Path(resume)) if resume is not None else 0
+    log("unlearn_start", method=method.name, forget=len(forget), retain=len(retain), resume_from=resume,
+        target_steps=target)
     started = time.perf_counter()
     try:
-        output = trainer.train(resume_from_checkpoint=resume)
+        if done >= target:  # killed after the last checkpoint, before the model was saved: nothing to train
+            finish_from_checkpoint(trainer, Path(resume))
+            train_loss = trainer.run_loss(0.0)
+        else:
+            with safe_resume(Path(resume) if resume else None):
+                output = trainer.train(resume_from_checkpoint=resume)
+            train_loss = trainer.run_loss(output.training_loss)
     except LetheError as err:
         log("unlearn_stopped", error=str(err), step=trainer.state.global_step)
         raise
@@ -513,7 +619,7 @@ def run_unlearning(config: UnlearnConfig, *, quiet: bool = False, callbacks: Seq
     metrics = {
         "method": method.name,
         "objective": {"gamma": hyper.gamma, "alpha": hyper.alpha, "beta": hyper.beta, "delta": hyper.delta},
-        "train_loss": output.training_loss,
+        "train_loss": train_loss,
         "steps": trainer.state.global_step,
         "epochs": trainer.state.epoch,
         "forget_split": config.data.forget_split,
@@ -535,5 +641,6 @@ def run_unlearning(config: UnlearnConfig, *, quiet: bool = False, callbacks: Seq
     }
     if args.should_save:
         atomic_write_json(run_dir / "metrics.json", metrics)
+        run.mark("finished")
     log("unlearn_end", **{k: v for k, v in metrics.items() if not isinstance(v, dict)})
     return run_dir, metrics
