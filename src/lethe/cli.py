@@ -174,7 +174,9 @@ def cmd_eval_tofu(args: argparse.Namespace) -> None:
         raise LetheError(f"--limit must be >= 0, got {args.limit}")
     settings = TofuEvalSettings(model=args.model, data=args.data, split=args.split,
                                 retain_eval=args.retain_eval or "", limit=args.limit,
-                                max_new_tokens=args.max_new_tokens, batch_size=args.batch_size)
+                                max_new_tokens=args.max_new_tokens, batch_size=args.batch_size,
+                                protocol=args.protocol, system_prompt=args.system_prompt,
+                                date_string=args.date_string)
     run_dir, summary = eval_tofu(settings, args.run_dir)
     _finish(args, run_dir, summary)
 
@@ -263,7 +265,14 @@ def build_parser() -> argparse.ArgumentParser:
     tofu.add_argument("--model", required=True, help="model folder or preset")
     tofu.add_argument("--data", default="embedded", help="TOFU-format folder (e.g. ../shared/data/tofu) or 'embedded'")
     tofu.add_argument("--split", default="forget10", help="forget split (forget01, forget05, forget10)")
-    tofu.add_argument("--retain-eval", help="tofu_eval.json of the retain model (for forget_quality, privleak)")
+    tofu.add_argument("--retain-eval", help="the retain model's tofu_eval.json or open-unlearning TOFU_EVAL.json "
+                                            "(for forget_quality, privleak)")
+    tofu.add_argument("--protocol", choices=("open-unlearning", "lethe"), default="open-unlearning",
+                      help="input protocol: open-unlearning (default; leaderboard-comparable tokens, masks and "
+                           "generation) or lethe (every answer token scored once, nothing masked)")
+    tofu.add_argument("--system-prompt", default="",
+                      help="system message (open-unlearning's instruct configs: 'You are a helpful assistant.')")
+    tofu.add_argument("--date-string", default="", help="date for chat templates that print one (Llama 3.x)")
     tofu.add_argument("--limit", type=int, default=0, help="items per split (0 = all)")
     tofu.add_argument("--max-new-tokens", type=int, default=200)
     tofu.add_argument("--batch-size", type=int, default=16)

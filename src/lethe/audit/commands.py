@@ -246,10 +246,13 @@ class TofuEvalSettings:
     model: str
     data: str = EMBEDDED
     split: str = "forget10"
-    retain_eval: str = ""
+    retain_eval: str = ""  # the retain model's tofu_eval.json or open-unlearning TOFU_EVAL.json
     limit: int = 0
     max_new_tokens: int = 200
     batch_size: int = 16
+    protocol: str = "open-unlearning"  # open-unlearning (leaderboard-comparable) | lethe (clean)
+    system_prompt: str = ""  # open-unlearning's instruct configs: "You are a helpful assistant."
+    date_string: str = ""  # for chat templates that print a date (open-unlearning's Llama 3.x configs)
 
 
 TOFU_HEADLINE = ("forget_quality", "model_utility", "forget_truth_ratio", "forget_Q_A_Prob", "forget_Q_A_ROUGE",
@@ -259,29 +262,44 @@ TOFU_HEADLINE = ("forget_quality", "model_utility", "forget_truth_ratio", "forge
 
 def check_retain_eval(path: str) -> None:
     if path and not Path(path).is_file():
-        raise LetheError(f"retain-eval file not found: {path} (the tofu_eval.json of the retain model, "
-                         "needed for forget_quality and privleak)")
+        raise LetheError(f"retain-eval file not found: {path} (the tofu_eval.json or open-unlearning "
+                         "TOFU_EVAL.json of the retain model, needed for forget_quality and privleak)")
+
+
+def tofu_protocol_line(result: dict[str, Any]) -> str:
+    """The protocol an evaluation ran under, for every report that shows TOFU numbers."""
+    config = result.get("config") or {}
+    system = config.get("system_prompt") or ""
+    return (f"Input protocol: {config.get('protocol', 'lethe')}"
+            f"{f', system prompt {system!r}' if system else ''} (see docs/protocols.md)")
 
 
 def eval_tofu(settings: TofuEvalSettings, run_dir: str | Path | None = None, model=None,
               tokenizer=None) -> tuple[Path, dict[str, Any]]:
     """``lethe eval tofu``: the TOFU metrics of one model; writes tofu_eval.json (per item + summary)."""
     from lethe.audit.tofu_metrics import evaluate_tofu, write_tofu_eval
+    from lethe.audit.tofu_protocol import check_protocol
 
+    check_protocol(settings.protocol)
     check_retain_eval(settings.retain_eval)
     folder = resolve_source(settings.data)
     if model is None or tokenizer is None:
         model, tokenizer = load_model(settings.model)
     result = evaluate_tofu(model, tokenizer, folder, forget_split=settings.split,
                            retain_eval=settings.retain_eval or None, batch_size=settings.batch_size,
-                           max_new_tokens=settings.max_new_tokens, limit=settings.limit)
+                           max_new_tokens=settings.max_new_tokens, limit=settings.limit,
+                           protocol=settings.protocol, system_prompt=settings.system_prompt,
+                           date_string=settings.date_string)
     out = new_run_dir("eval-tofu", run_dir)
     write_config(out, settings)
-    write_tofu_eval(result, out / "tofu_eval.json")
-    atomic_write_json(out / "metrics.json", {"tofu": result["summary"]})
-    page = Report("TOFU evaluation", subtitle=f"model {settings.model}, {settings.split} of {folder}")
+    write_tofu_eval(result, out / "tofu_eval.json", open_unlearning=True)
+    atomic_write_json(out / "metrics.json", {"tofu": result["summary"], "protocol": settings.protocol})
+    page = Report("TOFU evaluation", subtitle=f"model {settings.model}, {settings.split} of {folder}, "
+                                              f"protocol {settings.protocol}")
+    page.add_paragraph(tofu_protocol_line(result))
     page.add_table([{"metric": k, "value": result["summary"].get(k)} for k in TOFU_HEADLINE],
-                   caption="Leaderboard metrics (open-unlearning names and formulas)")
+                   caption=f"Leaderboard metrics (open-unlearning names and formulas; {settings.protocol} "
+                           "input protocol). Also written as open-unlearning's TOFU_EVAL.json / TOFU_SUMMARY.json")
     for note in result.get("notes", []):
         page.add_note(note)
     page.write(out)

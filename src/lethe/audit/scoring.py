@@ -6,6 +6,10 @@ with next-token distribution p = softmax(z_{t−1}):
     argmax_v p_v,  rank_t = #{v : log p_v > log p(x_t)}   (0 = the model's top-1 choice).
 Full [T × V] logits never leave the device; every MIA score (loss, zlib, min-k, min-k++) and every TOFU
 probability derives from these statistics (DESIGN 3.6).
+
+A feature may carry its own ``attention_mask`` (0/1 per token): open-unlearning's collator masks every token
+equal to the pad id, EOS included when pad = EOS (:mod:`lethe.audit.tofu_protocol`). Position ids are never
+passed, so the model numbers positions 0..T−1 whatever the mask, as a plain ``model(**batch)`` call does.
 """
 
 from __future__ import annotations
@@ -70,7 +74,8 @@ def _statistics(logits: torch.Tensor, targets: torch.Tensor) -> dict[str, torch.
 @torch.inference_mode()
 def score_sequences(model: Any, features: Sequence[dict[str, Sequence[int]]], *, batch_size: int = 16,
                     pad_id: int = 0) -> list[TokenScores]:
-    """Per-token statistics for each feature (``input_ids``, ``labels``), returned in input order.
+    """Per-token statistics for each feature (``input_ids``, ``labels``, optional ``attention_mask``),
+    returned in input order.
 
     Sequences are sorted by length and batched (right padding), so padding costs little.
     """
@@ -90,7 +95,8 @@ def score_sequences(model: Any, features: Sequence[dict[str, Sequence[int]]], *,
                 ids = features[index]["input_ids"]
                 input_ids[row, : len(ids)] = torch.as_tensor(ids)
                 labels[row, : len(ids)] = torch.as_tensor(features[index]["labels"])
-                attention[row, : len(ids)] = 1
+                mask = features[index].get("attention_mask")
+                attention[row, : len(ids)] = 1 if mask is None else torch.as_tensor(mask)
             logits = model(input_ids=input_ids.to(device), attention_mask=attention.to(device)).logits
             targets = labels[:, 1:]
             keep = targets.ne(IGNORE_INDEX)  # every row's supervised positions, taken in one gather
