@@ -102,7 +102,8 @@ def cmd_audit_mia(args: argparse.Namespace) -> None:
     settings = MIASettings(model=args.model, members=args.members, nonmembers=args.nonmembers,
                            reference=args.reference or "", ks=ks, gradnorm=args.gradnorm,
                            max_length=args.max_length, batch_size=args.batch_size,
-                           n_bootstrap=args.bootstrap, seed=args.seed,
+                           n_bootstrap=args.bootstrap, seed=args.seed, protocol=args.protocol,
+                           add_eos=args.add_eos, gradnorm_p=args.gradnorm_p or "",
                            memsinks_mode=args.memsinks_mode or "", memsinks_ids=_ids(args.memsinks_ids))
     run_dir, summary = audit_mia(settings, args.run_dir)
     _finish(args, run_dir, summary)
@@ -304,7 +305,14 @@ def build_parser() -> argparse.ArgumentParser:
     mia.add_argument("--reference", help="reference model for the reference attack")
     mia.add_argument("--ks", default="0.2,0.4", help="min-k / min-k++ fractions (default 0.2,0.4)")
     mia.add_argument("--gradnorm", action="store_true", help="also the gradient-norm attack (slow: batch-1 backward)")
-    mia.add_argument("--max-length", type=int, default=512)
+    mia.add_argument("--gradnorm-p", choices=("1", "2", "inf"),
+                     help="gradient norm (default: 2 under lethe, inf = MIMIR's under mimir)")
+    mia.add_argument("--protocol", choices=("lethe", "mimir"), default="lethe",
+                     help="lethe (default: documented deviations) or mimir (MIMIR's per-sample scores exactly)")
+    mia.add_argument("--add-eos", action="store_true", help="also score an appended EOS (lethe protocol)")
+    mia.add_argument("--max-length", type=int, default=0,
+                     help="sliding-window size in tokens (default 0 = the model's maximum positions, as MIMIR); "
+                          "longer texts are scored window by window, never truncated")
     mia.add_argument("--batch-size", type=int, default=16)
     mia.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the CIs (0 = none)")
     mia.add_argument("--seed", type=int, default=0)

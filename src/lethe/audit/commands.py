@@ -52,12 +52,15 @@ class MIASettings:
     reference: str = ""
     ks: list[float] = field(default_factory=lambda: [0.2, 0.4])
     gradnorm: bool = False
-    max_length: int = 512
+    max_length: int = 0  # sliding-window size in tokens; 0 = the model's maximum positions (MIMIR)
     batch_size: int = 16
     n_bootstrap: int = 1000
     seed: int = 0
     memsinks_mode: str = ""
     memsinks_ids: list[int] = field(default_factory=list)
+    protocol: str = "lethe"  # lethe | mimir (reproduces MIMIR's per-sample scores)
+    add_eos: bool = False  # score an appended EOS too (lethe protocol only)
+    gradnorm_p: str = ""  # 1 | 2 | inf; "" = the protocol's default (lethe 2, mimir inf)
 
 
 @dataclass
@@ -157,11 +160,13 @@ def audit_mia(settings: MIASettings, run_dir: str | Path | None = None, model=No
     write_config(out, settings)
     result = run_mia(model, tokenizer, members, nonmembers, reference=reference, ks=tuple(settings.ks),
                      gradnorm=settings.gradnorm, max_length=settings.max_length, batch_size=settings.batch_size,
-                     n_bootstrap=settings.n_bootstrap, seed=settings.seed)
+                     n_bootstrap=settings.n_bootstrap, seed=settings.seed, protocol=settings.protocol,
+                     add_eos=settings.add_eos, gradnorm_p=settings.gradnorm_p or None)
     atomic_write_json(out / "mia.json", result)
     summary = mia_summary(result)
     atomic_write_json(out / "metrics.json", {"mia": summary})
-    page = Report("Membership inference audit", subtitle=f"model {settings.model}")
+    page = Report("Membership inference audit", subtitle=f"model {settings.model}, protocol {result['protocol']}")
+    page.add_paragraph(mia_protocol_line(result))
     page.add_paragraph(result["sign_convention"])
     page.add_table([{"attack": name, **values} for name, values in summary["attacks"].items()],
                    caption=f"{result['n_members']} members vs {result['n_nonmembers']} non-members")
@@ -170,9 +175,22 @@ def audit_mia(settings: MIASettings, run_dir: str | Path | None = None, model=No
     return out, summary
 
 
+def mia_protocol_line(result: dict[str, Any]) -> str:
+    """The input protocol and reading rules of an MIA result, for every report that shows MIA numbers."""
+    c = result.get("config") or {}
+    parts = [f"Input protocol: {result.get('protocol', 'lethe')} (tokenizer defaults"
+             f"{', EOS appended' if c.get('add_eos') else ', no EOS appended'}, sliding window "
+             f"{c.get('window', '?')} / stride {c.get('stride', '?')}, {c.get('n_windowed', 0)} texts windowed)",
+             result.get("tpr_convention", ""), result.get("nan_policy", "")]
+    if result.get("gradnorm_reading"):
+        parts.append(result["gradnorm_reading"])
+    return "; ".join(p for p in parts if p) + " (see docs/protocols.md)"
+
+
 def mia_summary(result: dict[str, Any]) -> dict[str, Any]:
-    keep = ("auc", "auc_ci", "tpr_at_0.1%_fpr", "tpr_at_1%_fpr", "tpr_at_5%_fpr")
+    keep = ("auc", "auc_ci", "tpr_at_0.1%_fpr", "tpr_at_1%_fpr", "tpr_at_5%_fpr", "n_members", "n_nonmembers")
     return {
+        "protocol": result.get("protocol", "lethe"),
         "n_members": result["n_members"], "n_nonmembers": result["n_nonmembers"],
         "n_skipped": len(result["skipped"]["members"]) + len(result["skipped"]["nonmembers"]),
         "attacks": {name: {k: a[k] for k in keep if k in a} for name, a in result["attacks"].items()},

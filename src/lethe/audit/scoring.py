@@ -71,22 +71,41 @@ def _statistics(logits: torch.Tensor, targets: torch.Tensor) -> dict[str, torch.
     return {name: torch.cat([part[name] for part in parts]) for name in parts[0]}
 
 
+def concat_scores(parts: Sequence[TokenScores]) -> TokenScores:
+    """The statistics of several pieces of one sequence (e.g. its sliding windows), in order."""
+    names = ("targets", "logp", "mu", "var", "argmax", "rank")
+    return TokenScores(**{name: torch.cat([getattr(p, name) for p in parts]) for name in names})
+
+
+def _batches(lengths: Sequence[int], batch_size: int, max_tokens: int | None) -> list[list[int]]:
+    """Indices sorted by length, cut into batches of at most ``batch_size`` rows and, given ``max_tokens``,
+    at most that many padded tokens (a longer sequence alone)."""
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
+    batches: list[list[int]] = []
+    for i in order:
+        if batches and len(batches[-1]) < batch_size and (
+                max_tokens is None or lengths[i] * (len(batches[-1]) + 1) <= max_tokens):
+            batches[-1].append(i)
+        else:
+            batches.append([i])
+    return batches
+
+
 @torch.inference_mode()
 def score_sequences(model: Any, features: Sequence[dict[str, Sequence[int]]], *, batch_size: int = 16,
-                    pad_id: int = 0) -> list[TokenScores]:
+                    pad_id: int = 0, max_tokens: int | None = None) -> list[TokenScores]:
     """Per-token statistics for each feature (``input_ids``, ``labels``, optional ``attention_mask``),
     returned in input order.
 
-    Sequences are sorted by length and batched (right padding), so padding costs little.
+    Sequences are sorted by length and batched (right padding), so padding costs little; ``max_tokens``
+    also caps the padded tokens of a batch (the [B, T, V] logits of long sequences).
     """
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
-    order = sorted(range(len(features)), key=lambda i: len(features[i]["input_ids"]))
     results: list[TokenScores | None] = [None] * len(features)
     try:
-        for start in range(0, len(order), batch_size):
-            chunk = order[start : start + batch_size]
+        for chunk in _batches([len(f["input_ids"]) for f in features], batch_size, max_tokens):
             width = max(len(features[i]["input_ids"]) for i in chunk)
             input_ids = torch.full((len(chunk), width), pad_id, dtype=torch.long)
             labels = torch.full((len(chunk), width), IGNORE_INDEX, dtype=torch.long)

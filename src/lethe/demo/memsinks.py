@@ -35,6 +35,7 @@ import torch
 from lethe.audit.commands import extraction_summary, mia_summary
 from lethe.audit.extraction import run_extraction
 from lethe.audit.mia import run_mia
+from lethe.audit.mia_protocol import DEFAULT_PROTOCOL as DEFAULT_MIA_PROTOCOL
 from lethe.audit.scoring import corpus_loss, score_sequences
 from lethe.config import (
     MemSinksSettings,
@@ -335,7 +336,8 @@ def write_demo_report(run_dir: Path, config: MemSinksDemoConfig, metrics: dict[s
     page.add_heading("Results")
     page.add_table(_rows(metrics), caption="Mean loss (nats/token) on the repeated biographies, on held-out "
                                            "biographies (never trained on) and on the validation biographies; "
-                                           "extraction and MIA (members = repeated, non-members = held-out)")
+                                           "extraction and MIA (members = repeated, non-members = held-out; "
+                                           f"MIA input protocol {DEFAULT_MIA_PROTOCOL}, see docs/protocols.md)")
     bars = {label: {"repeated": metrics[key]["repeated_loss"], "held-out": metrics[key]["heldout_loss"]}
             for key, label in ROWS if key in metrics}
     page.add_figure("loss_by_arm", figures.bar_comparison(bars, "Loss on repeated vs held-out biographies",
