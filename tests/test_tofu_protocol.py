@@ -325,6 +325,8 @@ def test_d6_open_unlearning_files_round_trip_as_a_retain_log(plain, evaluated, t
     # another protocol's retain evaluation is refused
     with pytest.raises(LetheError, match="computed under protocol 'open-unlearning'"):
         evaluate_tofu(model, plain, world, max_new_tokens=3, protocol="lethe", retain_eval=logs)
+    with pytest.raises(LetheError, match="TOFU_SUMMARY.json"):
+        evaluate_tofu(model, plain, world, max_new_tokens=3, retain_eval=tmp_path / ou_logs.SUMMARY_FILE)
     short = {"forget_truth_ratio": {"agg_value": 1.0, "value_by_index": {"0": {"score": 1.0}}}}
     with pytest.raises(LetheError, match="has 1 forget items, this evaluation has 3"):
         evaluate_tofu(model, plain, world, max_new_tokens=3, retain_eval=short)

@@ -351,6 +351,9 @@ def load_retain_eval(retain_eval: str | Path | Mapping[str, Any], forget_split: 
     :func:`check_forget_items` (same split; same items when ``questions`` is given), an open-unlearning one
     for its item count; either must be of ``protocol`` when given."""
     data, label = read_tofu_eval(retain_eval, "retain_eval")
+    if data and all(isinstance(v, int | float) for v in data.values()):
+        raise LetheError(f"{label}: a summary of metric values (TOFU_SUMMARY.json?) has no per-item truth ratios; "
+                         f"pass the {ou_logs.EVAL_FILE} beside it or Lethe's tofu_eval.json")
     check_same_protocol(data, label, protocol)
     if ou_logs.is_open_unlearning(data):
         return ou_logs.read_retain_log(data, label, None if questions is None else len(questions))
