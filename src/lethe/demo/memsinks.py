@@ -36,6 +36,7 @@ import torch
 from lethe.audit.commands import extraction_summary, mia_summary
 from lethe.audit.extraction import run_extraction
 from lethe.audit.mia import run_mia
+from lethe.audit.mia_protocol import DEFAULT_PROTOCOL as DEFAULT_MIA_PROTOCOL
 from lethe.audit.scoring import corpus_loss, score_sequences
 from lethe.config import (
     MemSinksSettings,
@@ -353,7 +354,8 @@ def write_demo_report(run_dir: Path, config: MemSinksDemoConfig, metrics: dict[s
                                  "(never trained on) and on the validation biographies; gap closed = (L_rep − "
                                  "L_rep(standard)) / (L_heldout(standard) − L_rep(standard)); exact 50-token suffix "
                                  "extraction of the repeated biographies and MIA (members = repeated, non-members "
-                                 "= held-out) on the hash arm")
+                                 f"= held-out; MIA input protocol {DEFAULT_MIA_PROTOCOL}, see docs/protocols.md) "
+                                 "on the hash arm")
     bars = {label: {"repeated": metrics[key]["repeated_loss"], "held-out": metrics[key]["heldout_loss"]}
             for key, label in ROWS if key in metrics}
     page.add_figure("loss_by_arm", figures.bar_comparison(bars, "Loss on repeated vs held-out biographies",
