@@ -104,6 +104,8 @@ def test_memsinks_benchmark_in_process(tmp_path):
     assert all(s > 0 for s in result["step_seconds_median"].values())
     assert result["overhead"] == pytest.approx(result["step_seconds_median"]["memsinks"]
                                                / result["step_seconds_median"]["plain"] - 1)
+    assert result["cpu_overhead"] == pytest.approx(result["cpu_seconds_median"]["memsinks"]
+                                                   / result["cpu_seconds_median"]["plain"] - 1)
     assert 0 < result["mask_share_of_step"] < 1
     assert torch.get_num_threads() == threads
 

@@ -167,8 +167,9 @@ def check_mia_settings(settings: MIASettings) -> None:
                               for k in settings.ks):
         raise LetheError(f"--ks must be fractions in (0, 1], got {settings.ks}")
     check_positive("batch_size", settings.batch_size)
-    if isinstance(settings.max_length, bool) or not isinstance(settings.max_length, int) or settings.max_length < 2:
-        raise LetheError(f"--max-length must be >= 2, got {settings.max_length!r}")
+    window = settings.max_length
+    if isinstance(window, bool) or not isinstance(window, int) or window < 0 or window == 1:
+        raise LetheError(f"--max-length must be 0 (the model's positions) or >= 2, got {window!r}")
     if settings.n_bootstrap < 0:
         raise LetheError(f"--bootstrap must be >= 0 (0 = no confidence intervals), got {settings.n_bootstrap}")
 

@@ -213,6 +213,7 @@ def generate_with_model_config(model: Any, prompts: Sequence[Sequence[int]], mas
     ``masks[i]`` is the attention mask of ``prompts[i]`` (left padding adds zeros). Batches are length-sorted.
     """
     _check_args(prompts, max_new_tokens, batch_size)
+    _check_positions(model, prompts, max_new_tokens)
     if len(masks) != len(prompts) or any(len(m) != len(p) for m, p in zip(masks, prompts, strict=True)):
         raise LetheError("generate_with_model_config: one attention mask per prompt, of the prompt's length")
     base = getattr(model, "generation_config", None)
