@@ -115,6 +115,21 @@ def test_eval_tofu_cli_on_the_generated_world(model_dir, world_dir, tmp_path, ca
     summary = json.loads((out / "tofu_eval.json").read_text())["summary"]
     assert 0 <= summary["model_utility"] < 1 and summary["forget_quality"] is None  # untrained: ROUGE may be 0
     assert summary["forget_Q_A_Prob"] > 0
+    # the default protocol is open-unlearning's: named in the results and the report, its files written too
+    assert json.loads((out / "metrics.json").read_text())["protocol"] == "open-unlearning"
+    assert "Input protocol: open-unlearning" in (out / "report.md").read_text()
+    ou_summary = json.loads((out / "TOFU_SUMMARY.json").read_text())
+    assert ou_summary["forget_Q_A_Prob"] == pytest.approx(summary["forget_Q_A_Prob"])
+    clean = tmp_path / "tofu-lethe"
+    assert main(["eval", "tofu", "--model", str(model_dir), "--data", str(world_dir), "--limit", "2",
+                 "--max-new-tokens", "2", "--protocol", "lethe", "--retain-eval", str(out / "TOFU_EVAL.json"),
+                 "--run-dir", str(clean), "--quiet"]) == 2
+    assert "computed under protocol 'open-unlearning'" in _error(capsys)
+    assert main(["eval", "tofu", "--model", str(model_dir), "--data", str(world_dir), "--limit", "2",
+                 "--max-new-tokens", "2", "--retain-eval", str(out / "TOFU_EVAL.json"),
+                 "--run-dir", str(tmp_path / "again"), "--quiet"]) == 0
+    again = json.loads((tmp_path / "again" / "tofu_eval.json").read_text())["summary"]
+    assert again["forget_quality"] == 1.0  # the open-unlearning log of the same model, read back
     assert main(["eval", "tofu", "--model", str(model_dir), "--data", str(world_dir), "--retain-eval",
                  str(tmp_path / "missing.json"), "--quiet"]) == 2
     assert "retain-eval file not found" in _error(capsys)

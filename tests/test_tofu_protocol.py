@@ -313,15 +313,30 @@ def test_d6_open_unlearning_files_round_trip_as_a_retain_log(plain, evaluated, t
                           retain_eval=tmp_path / ou_logs.EVAL_FILE)
     assert again["summary"]["forget_quality"] == 1.0
     assert again["summary"]["privleak"] == pytest.approx(0.0, abs=1e-6)
-    # the prob_mean form of a retain log is converted back to wrong/correct before the KS test
+    # truth ratios are recomputed from the log's PARA / PERT losses whatever form forget_truth_ratio is in
     converted = copy.deepcopy(logs)
     values = converted["forget_truth_ratio"]["value_by_index"]
     for key, item in values.items():
         item["score"] = ou["per_item"]["forget"][int(key)]["truth_ratio_prob_mean"]
     converted["forget_truth_ratio"]["agg_value"] = float(np.mean([it["score"] for it in values.values()]))
+    del converted["forget_truth_ratio"]["truth_ratio_form"]
+    assert evaluate_tofu(model, plain, world, max_new_tokens=3, retain_eval=converted)["summary"][
+        "forget_quality"] == 1.0
+    # without them, the block's truth_ratio_form decides: a prob_mean block is converted back to wrong/correct
+    for key in ("forget_Q_A_PARA_Prob", "forget_Q_A_PERT_Prob"):
+        del converted[key]
+    converted["forget_truth_ratio"]["truth_ratio_form"] = "correct/(correct+wrong)"
     third = evaluate_tofu(model, plain, world, max_new_tokens=3, retain_eval=converted)
     assert third["summary"]["forget_quality"] == 1.0
     assert any("prob_mean" in n for n in third["notes"] if n.startswith("forget_quality"))
+    # Lethe's own log of a model that prefers every correct answer (all TR < 1) is read as TR, not converted
+    own = copy.deepcopy(logs)
+    for key in ("forget_Q_A_PARA_Prob", "forget_Q_A_PERT_Prob"):
+        del own[key]
+    for item in own["forget_truth_ratio"]["value_by_index"].values():
+        item["score"] = 0.5
+    tr, form = ou_logs.truth_ratios_from_log(own, "own")
+    assert tr == [0.5, 0.5, 0.5] and form == "wrong/correct"
     # another protocol's retain evaluation is refused
     with pytest.raises(LetheError, match="computed under protocol 'open-unlearning'"):
         evaluate_tofu(model, plain, world, max_new_tokens=3, protocol="lethe", retain_eval=logs)

@@ -10,10 +10,12 @@ s = −mean of the lowest ⌊0.4·n⌋ log p (lower = member, so AUC = 1 when fo
 A retain log gives forget quality its reference truth ratios (``forget_truth_ratio.value_by_index``) and
 privleak its reference AUC (``mia_min_k.agg_value``). Two truth-ratio forms exist there:
 TR = wrong/correct (aggregators ``closer_to_1_better`` / ``true_better``) and v = correct/(correct + wrong)
-(``prob_mean``). A v is turned back into TR = (1 − v)/v; values above 1 can only be TR; values all in (0, 1)
-with ``agg_value`` = their mean are read as v (said in the notes), since the two forms cannot be told apart
-otherwise. The KS test is invariant under monotone maps, so forget quality is the same in either form once
-both sides are in the same one.
+(``prob_mean``), and the scores alone cannot always tell them apart (both lie in (0, 1) when the model
+prefers the correct answers). So TR is recomputed from the log's pre-computed ``forget_Q_A_PARA_Prob`` /
+``forget_Q_A_PERT_Prob`` losses, which open-unlearning saves beside every truth ratio; without them the
+block's ``truth_ratio_form`` (written by Lethe) decides, else the scores are read as TR. A v becomes
+TR = (1 − v)/v. The KS test is invariant under monotone maps, so forget quality is the same in either form
+once both sides are in the same one.
 """
 
 from __future__ import annotations
@@ -52,12 +54,40 @@ def _ordered_scores(block: Any, label: str, key: str = "score") -> list[float]:
     return [float(s) for s in scores]
 
 
-def truth_ratios_from_log(block: Any, label: str) -> tuple[list[float], str]:
-    """The raw truth ratios TR = wrong/correct of a ``forget_truth_ratio`` block, and the form it was in."""
+def _recomputed_truth_ratios(data: Mapping[str, Any]) -> list[float] | None:
+    """TR_i = exp(−mean_j ℓ_pert,j) / (exp(−ℓ_para) + 1e−10) from the pre-computed forget_Q_A_PARA_Prob /
+    forget_Q_A_PERT_Prob blocks of a log (open-unlearning saves them with every truth-ratio metric); None when
+    they are missing or incomplete."""
+    para, pert = (data.get(k, {}) for k in ("forget_Q_A_PARA_Prob", "forget_Q_A_PERT_Prob"))
+    para = para.get("value_by_index") if isinstance(para, dict) else None
+    pert = pert.get("value_by_index") if isinstance(pert, dict) else None
+    if not isinstance(para, dict) or not isinstance(pert, dict) or not para or set(para) != set(pert):
+        return None
+    ratios = []
+    try:
+        for key in sorted(para, key=int):
+            correct = float(para[key]["avg_loss"])
+            wrong = np.asarray(pert[key]["avg_loss"], dtype=np.float64).reshape(-1)
+            if wrong.size == 0 or not math.isfinite(correct) or not np.all(np.isfinite(wrong)):
+                return None
+            ratios.append(float(np.exp(-wrong.mean()) / (np.exp(-correct) + 1e-10)))
+    except (KeyError, TypeError, ValueError):
+        return None
+    return ratios
+
+
+def truth_ratios_from_log(data: Mapping[str, Any], label: str) -> tuple[list[float], str]:
+    """The raw truth ratios TR = wrong/correct of a log's forget items and how they were obtained:
+    recomputed from the pre-computed probabilities when present (whatever the aggregator), else the
+    ``forget_truth_ratio`` scores in the form its ``truth_ratio_form`` names, else as TR unless they can only
+    be the ``prob_mean`` form."""
+    recomputed = _recomputed_truth_ratios(data)
+    if recomputed is not None:
+        return recomputed, "wrong/correct"
+    block = data["forget_truth_ratio"]
     values = np.array(_ordered_scores(block, f"{label} forget_truth_ratio"))
-    agg = block.get("agg_value")
-    in_unit = bool(np.all((values > 0) & (values < 1)))
-    if in_unit and isinstance(agg, int | float) and math.isclose(float(agg), float(values.mean()), rel_tol=1e-9):
+    form = block.get("truth_ratio_form") if isinstance(block, dict) else None
+    if form == "correct/(correct+wrong)":
         return [float(v) for v in (1.0 - values) / values], "correct/(correct+wrong) (prob_mean), converted"
     return [float(v) for v in values], "wrong/correct"
 
@@ -67,7 +97,7 @@ def read_retain_log(data: Mapping[str, Any], label: str, n_items: int | None = N
     if "forget_truth_ratio" not in data:
         raise LetheError(f"{label}: an open-unlearning log without forget_truth_ratio (evaluate the retain model "
                          "with the forget_truth_ratio / forget_quality metric)")
-    ratios, form = truth_ratios_from_log(data["forget_truth_ratio"], label)
+    ratios, form = truth_ratios_from_log(data, label)
     if n_items is not None and len(ratios) != n_items:
         raise LetheError(f"{label}: has {len(ratios)} forget items, this evaluation has {n_items} "
                          "(use the same forget split and no eval limit)")
@@ -109,7 +139,8 @@ def _split_blocks(split: str, items: Sequence[Mapping[str, Any]], summary: Mappi
         logs[f"{p}_Q_A_Prob_normalised"] = _block(summary.get(f"{p}_Q_A_Prob_normalised"),
                                                   _by_index(items, {"prob": "prob_normalised"}))
     tr_key = "forget_truth_ratio" if split == "forget" else f"{p}_Truth_Ratio"
-    logs[tr_key] = _block(summary.get(tr_key), _by_index(items, {"score": "truth_ratio"}))
+    logs[tr_key] = {**_block(summary.get(tr_key), _by_index(items, {"score": "truth_ratio"})),
+                    "truth_ratio_form": "wrong/correct"}
     return logs
 
 
@@ -122,8 +153,9 @@ def to_open_unlearning(result: Mapping[str, Any]) -> tuple[dict[str, Any], dict[
             logs.update(_split_blocks(split, per_item[split], summary))
     if "forget" in per_item:
         forget = per_item["forget"]
-        logs["forget_truth_ratio_prob_mean"] = _block(summary.get("forget_truth_ratio_prob_mean"),
-                                                      _by_index(forget, {"score": "truth_ratio_prob_mean"}))
+        values = _by_index(forget, {"score": "truth_ratio_prob_mean"})
+        logs["forget_truth_ratio_prob_mean"] = {**_block(summary.get("forget_truth_ratio_prob_mean"), values),
+                                                "truth_ratio_form": "correct/(correct+wrong)"}
         logs["extraction_strength"] = _block(summary.get("extraction_strength"),
                                              _by_index(forget, {"score": "extraction_strength"}))
         logs["exact_memorization"] = _block(summary.get("exact_memorization"),
