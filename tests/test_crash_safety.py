@@ -122,11 +122,9 @@ def _partial(folder: Path, kind: str, source: Path) -> None:
         (folder / ckpt.STATE_FILE).write_text('{"format": 1, "global_st')
     elif kind == "stale-seal":  # the seal of an earlier save at another step
         (folder / ckpt.STATE_FILE).write_text(json.dumps({"format": 1, "global_step": step - 2}))
-    elif kind == "no-weights":
-        (folder / "model.safetensors").unlink()
 
 
-PARTIAL_KINDS = ["empty", "weights-only", "no-trainer-state", "no-seal", "torn-seal", "stale-seal", "no-weights"]
+PARTIAL_KINDS = ["empty", "weights-only", "no-trainer-state", "no-seal", "torn-seal", "stale-seal"]
 
 
 @pytest.mark.parametrize("kind", PARTIAL_KINDS)
