@@ -177,11 +177,12 @@ def per_variant_eval(model: Any, tokenizer: Any, data_dir: Path, limit: int, dev
 
 
 def shared_eval(model: Any, tokenizer: Any, data_dir: Path, limit: int, batch_size: int) -> Outputs:
-    """:func:`evaluate_tofu` (1 generated token), its per-item values keyed ``split.field``."""
+    """:func:`evaluate_tofu` (1 generated token), its per-item values keyed ``split.field``; under the lethe
+    input protocol, the token construction (``qa_prompt_and_answer``) the per-variant baseline reproduces."""
     from lethe.audit.tofu_metrics import evaluate_tofu
 
     result = evaluate_tofu(model, tokenizer, data_dir, forget_split=FORGET_SPLIT, holdout_split=HOLDOUT_SPLIT,
-                           batch_size=batch_size, max_new_tokens=GEN_TOKENS, limit=limit)
+                           batch_size=batch_size, max_new_tokens=GEN_TOKENS, limit=limit, protocol="lethe")
     out: Outputs = {}
     for split, items in result["per_item"].items():
         for name in FIELDS:

@@ -110,8 +110,9 @@ def _retain_eval(summary: dict) -> Callable[[Ctx], None]:
     def setup(ctx: Ctx) -> None:
         rows = load_split(ctx.world, "forget10")[:2]
         items = [{"question": row["question"], "truth_ratio": 0.5} for row in rows]
-        (ctx.tmp / "retain.json").write_text(json.dumps({"config": {"forget_split": "forget10"},
-                                                         "per_item": {"forget": items}, "summary": summary}))
+        config = {"forget_split": "forget10", "protocol": "open-unlearning"}  # the default eval.protocol
+        (ctx.tmp / "retain.json").write_text(json.dumps({"config": config, "per_item": {"forget": items},
+                                                         "summary": summary}))
     return setup
 
 
@@ -192,7 +193,9 @@ CASES = [
     Case("ks-zero", _mia("--ks", "0"), "--ks must be comma-separated fractions"),
     Case("ks-empty", _mia("--ks", ","), "--ks must be comma-separated fractions"),
     Case("mia-batch-size-0", _mia("--batch-size", "0"), "--batch-size must be >= 1, got 0"),
-    Case("mia-max-length-1", _mia("--max-length", "1"), "--max-length must be >= 2"),
+    Case("mia-max-length-1", _mia("--max-length", "1"), "--max-length must be 0 (the model's positions) or >= 2"),
+    Case("mia-max-length-negative", _mia("--max-length", "-3"),
+         "--max-length must be 0 (the model's positions) or >= 2"),
     Case("mia-bootstrap-negative", _mia("--bootstrap", "-1"), "--bootstrap must be >= 0"),
     Case("canaries-samples-0", lambda c: ["audit", "canaries", "--model", str(c.model), "--canaries", str(c.world),
                                           "--samples", "0", "--run-dir", str(c.tmp / "run")],
@@ -331,7 +334,7 @@ def test_overlapping_members_are_warned(world_dir, model_dir, tmp_path, capsys):
 
 
 def test_inputs_past_the_positions_are_cut_and_said(world_dir, model_dir, tmp_path, capsys):
-    """The model has 64 positions: extraction cuts long prefixes from the left, MIA scores 64 tokens."""
+    """The model has 64 positions: extraction cuts long prefixes from the left, MIA's window is cut to 64."""
     assert main(["audit", "extraction", "--model", str(model_dir), "--data", str(world_dir), "--limit", "3",
                  "--suffix-len", "16", "--run-dir", str(tmp_path / "ex"), "--quiet"]) == 0
     assert "prefix(es) cut from the left to fit the model's 64 positions" in capsys.readouterr().err
@@ -340,8 +343,9 @@ def test_inputs_past_the_positions_are_cut_and_said(world_dir, model_dir, tmp_pa
     assert report["n_scored"] == 3
     assert main(["audit", "mia", "--model", str(model_dir), "--members", str(world_dir / "biographies.jsonl"),
                  "--nonmembers", str(world_dir / "biographies_holdout.jsonl"), "--bootstrap", "0",
-                 "--run-dir", str(tmp_path / "mia"), "--quiet"]) == 0
-    assert "max-length 512 exceeds the model's 64 positions" in capsys.readouterr().err
+                 "--max-length", "512", "--run-dir", str(tmp_path / "mia"), "--quiet"]) == 0
+    assert ("max-length 512 exceeds the model's 64 positions: the window is cut to 64 tokens (longer texts are "
+            "still scored whole, by sliding window)") in capsys.readouterr().err
     events = [json.loads(line) for line in (tmp_path / "mia" / "log.jsonl").read_text().splitlines()]
     assert {"requested": 512, "used": 64}.items() <= next(e for e in events
                                                           if e["event"] == "max_length_clamped").items()

@@ -12,7 +12,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))  # `benchmarks` lives at the repository root, beside `tests`
 
-from benchmarks import bench_extraction, bench_guard, bench_scoring, bench_tofu_eval  # noqa: E402
+from benchmarks import bench_extraction, bench_guard, bench_memsinks, bench_scoring, bench_tofu_eval  # noqa: E402
 from benchmarks.common import Spec  # noqa: E402
 
 TINY = {"hidden_size": 32, "num_layers": 2, "num_heads": 4, "intermediate_size": 64, "vocab_size": 600,
@@ -87,6 +87,27 @@ def test_tofu_eval_benchmark_in_process(tmp_path):
             "holdout.mia_min_k"} <= set(check["max_rel_diff"])
     assert check["max_rel_diff_overall"] <= bench_tofu_eval.RTOL
     assert set(check["discrete_mismatches"]) >= {"forget.extraction_strength", "world_facts.generated"}
+
+
+def test_memsinks_benchmark_in_process(tmp_path):
+    import torch
+
+    threads = torch.get_num_threads()
+    out = tmp_path / "memsinks.json"
+    size = {"hidden_size": 32, "num_layers": 2, "num_heads": 4, "intermediate_size": 64}
+    report = bench_memsinks.run(quick=True, threads=1, smollm2=False, tiny_size=size, out_path=out)
+    data = json.loads(out.read_text())
+    assert data["hooks_act"] is True and report["path"] == str(out)
+    (result,) = data["results"]
+    assert result["intermediate_size"] == 64 and result["n_sink"] == 64 - int(0.7 * 64)
+    assert set(result["step_seconds_median"]) == {"plain", "memsinks"}
+    assert all(s > 0 for s in result["step_seconds_median"].values())
+    assert result["overhead"] == pytest.approx(result["step_seconds_median"]["memsinks"]
+                                               / result["step_seconds_median"]["plain"] - 1)
+    assert result["cpu_overhead"] == pytest.approx(result["cpu_seconds_median"]["memsinks"]
+                                                   / result["cpu_seconds_median"]["plain"] - 1)
+    assert 0 < result["mask_share_of_step"] < 1
+    assert torch.get_num_threads() == threads
 
 
 def test_compare_functions_detect_differences():

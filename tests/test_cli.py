@@ -98,3 +98,11 @@ def test_empty_and_malformed_data_files(tmp_path, capsys):
     err = _error_line(capsys)
     assert "broken.jsonl" in err and "line 2" in err
     assert not (tmp_path / "r2" / "metrics.json").exists()
+
+
+def test_python_dash_m_lethe_runs_the_cli():
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "lethe", "--help"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and "usage: lethe" in done.stdout

@@ -87,3 +87,15 @@ def test_config_changes_names_differing_keys():
     assert config_changes(old, old) == []
     assert config_changes(old, new, ignore=["train.max_steps"]) == [
         "train.goldfish.k (4 -> 8)", "train.lr (0.001 -> 0.5)"]
+
+
+@pytest.mark.parametrize("name", ["goldfish.yaml", "standard.yaml", "memsinks.yaml"])
+def test_shipped_training_configs_load(name):
+    """Every training config in configs/ loads under the schema; memsinks.yaml enables MemSinks at the paper's split."""
+    config = load_config(TrainConfig, Path(__file__).resolve().parents[1] / "configs" / name)
+    if name == "memsinks.yaml":
+        sinks = config.train.memsinks
+        assert sinks.enabled and (sinks.p_gen, sinks.p_mem, sinks.strategy) == (0.7, 0.3, "hash")
+        assert not config.train.goldfish.enabled
+    else:
+        assert not config.train.memsinks.enabled

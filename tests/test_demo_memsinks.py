@@ -20,28 +20,31 @@ SMALL = ["world_authors=40", "repeated=4", "repetitions=6", "unrepeated=24", "ex
 @pytest.mark.slow
 def test_small_memsinks_demo_writes_every_number_and_reuses_its_arms(tmp_path, capsys):
     run_dir, metrics = lethe.demo_memsinks([*SMALL, f"run_dir={tmp_path / 'demo'}"])
-    for key in ("standard", "memsinks_all", "memsinks_dropout", "memsinks_reference_all",
-                "memsinks_reference_dropout"):
-        assert {"repeated_loss", "heldout_loss", "validation_loss"} <= set(metrics[key])
     for key in ("standard", "memsinks_all", "memsinks_dropout"):  # audited arms
+        assert {"repeated_loss", "heldout_loss", "validation_loss"} <= set(metrics[key])
         assert 0 <= metrics[key]["mia"]["loss"]["auc"] <= 1 and "exact_match_rate" in metrics[key]["extraction"]
+    assert "memsinks_reference_dropout" not in metrics and not (run_dir / "memsinks_reference").exists()
     s, d = metrics["standard"], metrics["memsinks_dropout"]
     assert metrics["gap_closed"] == pytest.approx(gap_closed(d["repeated_loss"], s["repeated_loss"], s["heldout_loss"]))
     assert metrics["heldout_loss_ratio"] == pytest.approx(d["heldout_loss"] / s["heldout_loss"])
-    assert set(metrics["deletion"]) == {"hash", "reference"}
+    assert set(metrics["deletion"]) == {"hash"}
     assert metrics["deletion"]["hash"]["excluded_ids"] == [1, 2]
     assert d["heldout_loss"] != pytest.approx(metrics["memsinks_all"]["heldout_loss"])  # the modes differ
     saved = json.loads((run_dir / "metrics.json").read_text())
     assert saved["gap_closed"] == pytest.approx(metrics["gap_closed"]) and "headline_holds" in saved
     assert (run_dir / "figures" / "loss_by_arm.png").is_file()
     assert "MemSinks demo" in (run_dir / "report.html").read_text()
+    trained = {arm: json.loads((run_dir / arm / "train_metrics.json").read_text()) for arm in ("standard", "memsinks")}
+    # audit-only change and the third arm: the two trained arms are reused, the reference arm is trained
+    _, again = lethe.demo_memsinks([*SMALL, "exclude=1", "compare_reference=true", f"run_dir={run_dir}"])
+    for arm, before in trained.items():
+        assert json.loads((run_dir / arm / "train_metrics.json").read_text()) == before
+    assert again["standard"]["repeated_loss"] == pytest.approx(s["repeated_loss"])
+    assert {"repeated_loss", "heldout_loss", "gap_closed"} <= set(again["memsinks_reference_dropout"])
+    assert set(again["deletion"]) == {"hash", "reference"} and again["deletion"]["hash"]["excluded_ids"] == [1]
     for arm in ("memsinks", "memsinks_reference"):
         spec = json.loads((run_dir / arm / "model" / "memsinks.json").read_text())
         assert spec["strategy"] == ("hash" if arm == "memsinks" else "reference") and spec["n_sink"] == 20
-    trained = json.loads((run_dir / "standard" / "train_metrics.json").read_text())
-    _, again = lethe.demo_memsinks([*SMALL, "exclude=1", f"run_dir={run_dir}"])  # audit-only change: reused
-    assert json.loads((run_dir / "standard" / "train_metrics.json").read_text()) == trained
-    assert again["standard"]["repeated_loss"] == pytest.approx(s["repeated_loss"])
     with pytest.raises(LetheError, match=r"repetitions \(6 -> 7\)"):
         lethe.demo_memsinks([*SMALL, "repetitions=7", f"run_dir={run_dir}"])
     capsys.readouterr()

@@ -43,6 +43,13 @@ def _one_thread():
     torch.set_num_threads(previous)
 
 
+def default_feature(tokenizer, text: str) -> dict:
+    """A text as both MIA protocols score it when it fits one window: the tokenizer's defaults (here BOS +
+    text, no EOS), every token after the first a target."""
+    ids = tokenizer(text)["input_ids"]
+    return {"input_ids": ids, "labels": [-100] + ids[1:]}
+
+
 def token_scores(logp, mu=None, var=None) -> TokenScores:
     logp = torch.tensor(logp, dtype=torch.float32)
     n = logp.numel()
@@ -263,7 +270,8 @@ def test_run_mia_end_to_end(tiny):
             assert key in attack
         assert len(attack["scores"]["members"]) == 4 and len(attack["scores"]["nonmembers"]) == 4
     texts = MEMBERS + NONMEMBERS
-    feats = [encode_document(tokenizer, t, 64) for t in texts]
+    feats = [default_feature(tokenizer, t) for t in texts]  # no EOS appended, nothing truncated
+    assert feats[0]["input_ids"][0] == tokenizer.bos_token_id
     direct = mia_scores(score_sequences(model, feats, pad_id=tokenizer.pad_token_id), texts)
     np.testing.assert_allclose(out["attacks"]["loss"]["scores"]["members"], direct["loss"][:4], rtol=1e-6)
     np.testing.assert_allclose(out["attacks"]["min_k_pp_0.2"]["scores"]["nonmembers"],
@@ -308,8 +316,8 @@ def test_run_mia_reference_attack(tiny):
     ref_model, ref_tokenizer = build_tiny(CORPUS, vocab_size=280, seed=1, **SIZES)
     out = run_mia(model, tokenizer, MEMBERS, NONMEMBERS, reference=(ref_model, ref_tokenizer), n_bootstrap=0)
     texts = MEMBERS + NONMEMBERS
-    target = score_sequences(model, [encode_document(tokenizer, t, 512) for t in texts])
-    ref = score_sequences(ref_model, [encode_document(ref_tokenizer, t, 512) for t in texts])
+    target = score_sequences(model, [default_feature(tokenizer, t) for t in texts])
+    ref = score_sequences(ref_model, [default_feature(ref_tokenizer, t) for t in texts])
     expected = [-(t.mean_nll - r.mean_nll) for t, r in zip(target, ref, strict=True)]
     listed = out["attacks"]["reference"]["scores"]
     got = listed["members"] + listed["nonmembers"]
@@ -322,17 +330,16 @@ def test_run_mia_reference_attack(tiny):
 
 
 def test_gradnorm_matches_manual_backward(tiny):
-    """MIMIR's GradNorm: minus the mean over parameter tensors of each tensor's gradient L2 norm."""
+    """GradNorm (lethe protocol): minus the mean over parameter tensors of each tensor's gradient L2 norm."""
     model, tokenizer = tiny
     out = run_mia(model, tokenizer, MEMBERS[:2], NONMEMBERS[:2], gradnorm=True, n_bootstrap=0)
     assert "gradnorm" in out["attacks"]
     assert all(p.grad is None for p in model.parameters())  # the attack leaves no gradients behind
-    ids = tokenizer(MEMBERS[1], add_special_tokens=False)["input_ids"]
-    ids = torch.tensor([[tokenizer.bos_token_id, *ids, tokenizer.eos_token_id]])
+    ids = torch.tensor([tokenizer(MEMBERS[1])["input_ids"]])  # the tokenizer's defaults: BOS + text
     model.zero_grad(set_to_none=True)
     logits = model(input_ids=ids).logits[0, :-1].double()
     nll = -torch.log_softmax(logits, dim=-1)[torch.arange(ids.shape[1] - 1), ids[0, 1:]]
-    nll.mean().backward()  # mean NLL over every token after BOS (EOS included)
+    nll.mean().backward()  # mean NLL over every token after BOS
     norms = [math.sqrt(float((p.grad.double() ** 2).sum())) for p in model.parameters() if p.grad is not None]
     model.zero_grad(set_to_none=True)
     assert len(norms) > 10
@@ -377,21 +384,22 @@ def test_run_mia_counts_non_finite_and_unsupervised_samples(tiny, monkeypatch):
     """A NaN / inf score or a sample without supervised tokens is skipped with its reason, never dropped."""
     import lethe.audit.mia as mia
 
-    real_scores, real_encode = mia.mia_scores, mia._encode
+    real_scores, real_encode = mia.mia_scores, mia.text_windows
 
-    def poisoned_scores(scores, texts, ks):
-        out = real_scores(scores, texts, ks)
+    def poisoned_scores(scores, texts, ks, protocol):
+        out = real_scores(scores, texts, ks, protocol)
         out["min_k_0.2"][1] = float("nan")  # member 1
         out["zlib"][len(MEMBERS) + 2] = float("inf")  # non-member 2
         return out
 
-    def unsupervised_member_3(tokenizer, texts, max_length):
-        features = real_encode(tokenizer, texts, max_length)
-        features[3]["labels"] = [-100] * len(features[3]["labels"])  # member 3: nothing to score
-        return features
+    def unsupervised_member_3(model, tokenizer, texts, **kwargs):
+        windows = real_encode(model, tokenizer, texts, **kwargs)
+        for feature in windows[3]:
+            feature["labels"] = [-100] * len(feature["labels"])  # member 3: nothing to score
+        return windows
 
     monkeypatch.setattr(mia, "mia_scores", poisoned_scores)
-    monkeypatch.setattr(mia, "_encode", unsupervised_member_3)
+    monkeypatch.setattr(mia, "text_windows", unsupervised_member_3)
     model, tokenizer = tiny
     out = run_mia(model, tokenizer, MEMBERS, NONMEMBERS, n_bootstrap=0, max_length=64)
     json.dumps(out, allow_nan=False)

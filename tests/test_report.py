@@ -458,3 +458,10 @@ def test_chromium_renders_a_real_audit_report(tmp_path: Path) -> None:
     assert where is not None  # the embedded ROC figure was painted pixel for pixel (not scaled, not blank)
     assert where[0] > 300  # below the title and the table
     assert image[-10:].min() > 0.95  # a margin of page background under the footer
+
+
+def test_learning_rate_with_a_space_is_not_a_percentage():
+    from lethe.report.html import format_value
+
+    assert format_value(0.003, "learning rate") == "0.003"
+    assert format_value(0.25, "exact-match rate") == "25.0%"

@@ -210,7 +210,9 @@ def tiny():
 @pytest.fixture(scope="module")
 def result(tiny, world: Path) -> dict:
     model, tokenizer = tiny
-    return evaluate_tofu(model, tokenizer, world, max_new_tokens=6, batch_size=4)
+    # the hand-computed checks below follow the lethe protocol (tokens of qa_prompt_and_answer); the
+    # open-unlearning protocol has its own parity tests in test_tofu_protocol.py
+    return evaluate_tofu(model, tokenizer, world, max_new_tokens=6, batch_size=4, protocol="lethe")
 
 
 def _manual(model, tokenizer, question: str, answer: str) -> dict:
@@ -368,7 +370,7 @@ def test_retain_eval_round_trip_gives_forget_quality_one(tiny, world: Path, resu
     stored = json.loads(path.read_text())
     assert [it["truth_ratio"] for it in stored["per_item"]["forget"]] == pytest.approx(
         [it["truth_ratio"] for it in result["per_item"]["forget"]])
-    again = evaluate_tofu(*tiny, world, max_new_tokens=6, batch_size=4, retain_eval=path)
+    again = evaluate_tofu(*tiny, world, max_new_tokens=6, batch_size=4, retain_eval=path, protocol="lethe")
     assert again["summary"]["forget_quality"] == 1.0
     assert again["summary"]["privleak"] == pytest.approx(0.0, abs=1e-6)
     assert all(math.isfinite(again["summary"][k]) for k in SUMMARY_KEYS)
@@ -401,15 +403,15 @@ def _error(*args, **kwargs) -> str:
 
 def test_missing_retain_eval_file(tiny, world: Path, tmp_path: Path) -> None:
     missing = tmp_path / "nope" / "tofu_eval.json"
-    assert str(missing) in _error(*tiny, world, max_new_tokens=2, retain_eval=missing)
+    assert str(missing) in _error(*tiny, world, max_new_tokens=2, protocol="lethe", retain_eval=missing)
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps({"summary": {}}))
-    assert "per_item" in _error(*tiny, world, max_new_tokens=2, retain_eval=bad)
+    assert "per_item" in _error(*tiny, world, max_new_tokens=2, protocol="lethe", retain_eval=bad)
     other = {"config": {"forget_split": "forget05"}, "per_item": {"forget": [{"truth_ratio": 1.0}]}}
-    assert "forget05" in _error(*tiny, world, max_new_tokens=2, retain_eval=other)
+    assert "forget05" in _error(*tiny, world, max_new_tokens=2, protocol="lethe", retain_eval=other)
     broken = tmp_path / "broken.json"
     broken.write_text('{"per_item": ')
-    message = _error(*tiny, world, max_new_tokens=2, retain_eval=broken)
+    message = _error(*tiny, world, max_new_tokens=2, protocol="lethe", retain_eval=broken)
     assert str(broken) in message and "not valid JSON" in message
 
 
@@ -417,15 +419,17 @@ def test_retain_eval_of_other_items_is_refused(tiny, world: Path, result: dict) 
     """forget_quality compares truth ratios of the same forget items: another count or other questions
     (another split, data or limit) is an error, not a KS test of unrelated sets."""
     fewer = {"config": result["config"], "per_item": {"forget": result["per_item"]["forget"][:2]}}
-    assert "has 2 forget items, this evaluation has 3" in _error(*tiny, world, max_new_tokens=2,
+    assert "has 2 forget items, this evaluation has 3" in _error(*tiny, world, max_new_tokens=2, protocol="lethe",
                                                                  retain_eval=fewer)
     items = [dict(it) for it in result["per_item"]["forget"]]
     items[1]["question"] = "Who is Nobody?"
     other = {"per_item": {"forget": items}}
-    assert "forget item 1 is 'Who is Nobody?'" in _error(*tiny, world, max_new_tokens=2, retain_eval=other)
+    assert "forget item 1 is 'Who is Nobody?'" in _error(*tiny, world, max_new_tokens=2, protocol="lethe",
+                                                         retain_eval=other)
     nan = [{**it, "truth_ratio": None} for it in result["per_item"]["forget"]]
-    assert "finite truth_ratio" in _error(*tiny, world, max_new_tokens=2, retain_eval={"per_item": {"forget": nan}})
-    limited = evaluate_tofu(*tiny, world, max_new_tokens=2, limit=2, retain_eval=fewer)
+    assert "finite truth_ratio" in _error(*tiny, world, max_new_tokens=2, protocol="lethe",
+                                          retain_eval={"per_item": {"forget": nan}})
+    limited = evaluate_tofu(*tiny, world, max_new_tokens=2, protocol="lethe", limit=2, retain_eval=fewer)
     assert limited["summary"]["forget_quality"] is not None  # same two items: accepted
 
 

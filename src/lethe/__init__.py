@@ -71,7 +71,8 @@ def eval_tofu(model: str | Path, data: str = "embedded", split: str = "forget10"
               retain_eval: str | Path | None = None, run_dir: str | Path | None = None,
               **settings: Any) -> tuple[Path, dict[str, Any]]:
     """``lethe eval tofu --model M --data D --split S [--retain-eval FILE]``: the TOFU metrics of one
-    model (``settings``: limit, max_new_tokens, batch_size); returns (run directory, summary)."""
+    model (``settings``: limit, max_new_tokens, batch_size, protocol, system_prompt, date_string); returns
+    (run directory, summary)."""
     from lethe.audit.commands import TofuEvalSettings
     from lethe.audit.commands import eval_tofu as _eval
 

@@ -107,7 +107,8 @@ def cmd_audit_mia(args: argparse.Namespace) -> None:
     settings = MIASettings(model=args.model, members=args.members, nonmembers=args.nonmembers,
                            reference=args.reference or "", ks=ks, gradnorm=args.gradnorm,
                            max_length=args.max_length, batch_size=args.batch_size,
-                           n_bootstrap=args.bootstrap, seed=args.seed,
+                           n_bootstrap=args.bootstrap, seed=args.seed, protocol=args.protocol,
+                           add_eos=args.add_eos, gradnorm_p=args.gradnorm_p or "",
                            memsinks_mode=args.memsinks_mode or "", memsinks_ids=_ids(args.memsinks_ids))
     run_dir, summary = audit_mia(settings, args.run_dir)
     _finish(args, run_dir, summary)
@@ -182,7 +183,9 @@ def cmd_eval_tofu(args: argparse.Namespace) -> None:
         raise LetheError(f"--limit must be >= 0, got {args.limit}")
     settings = TofuEvalSettings(model=args.model, data=args.data, split=args.split,
                                 retain_eval=args.retain_eval or "", limit=args.limit,
-                                max_new_tokens=args.max_new_tokens, batch_size=args.batch_size)
+                                max_new_tokens=args.max_new_tokens, batch_size=args.batch_size,
+                                protocol=args.protocol, system_prompt=args.system_prompt,
+                                date_string=args.date_string)
     run_dir, summary = eval_tofu(settings, args.run_dir)
     _finish(args, run_dir, summary)
 
@@ -271,7 +274,14 @@ def build_parser() -> argparse.ArgumentParser:
     tofu.add_argument("--model", required=True, help="model folder or preset")
     tofu.add_argument("--data", default="embedded", help="TOFU-format folder (e.g. ../shared/data/tofu) or 'embedded'")
     tofu.add_argument("--split", default="forget10", help="forget split (forget01, forget05, forget10)")
-    tofu.add_argument("--retain-eval", help="tofu_eval.json of the retain model (for forget_quality, privleak)")
+    tofu.add_argument("--retain-eval", help="the retain model's tofu_eval.json or open-unlearning TOFU_EVAL.json "
+                                            "(for forget_quality, privleak)")
+    tofu.add_argument("--protocol", choices=("open-unlearning", "lethe"), default="open-unlearning",
+                      help="input protocol: open-unlearning (default; leaderboard-comparable tokens, masks and "
+                           "generation) or lethe (every answer token scored once, nothing masked)")
+    tofu.add_argument("--system-prompt", default="",
+                      help="system message (open-unlearning's instruct configs: 'You are a helpful assistant.')")
+    tofu.add_argument("--date-string", default="", help="date for chat templates that print one (Llama 3.x)")
     tofu.add_argument("--limit", type=int, default=0, help="items per split (0 = all)")
     tofu.add_argument("--max-new-tokens", type=int, default=200)
     tofu.add_argument("--batch-size", type=int, default=16)
@@ -303,7 +313,14 @@ def build_parser() -> argparse.ArgumentParser:
     mia.add_argument("--reference", help="reference model for the reference attack")
     mia.add_argument("--ks", default="0.2,0.4", help="min-k / min-k++ fractions (default 0.2,0.4)")
     mia.add_argument("--gradnorm", action="store_true", help="also the gradient-norm attack (slow: batch-1 backward)")
-    mia.add_argument("--max-length", type=int, default=512)
+    mia.add_argument("--gradnorm-p", choices=("1", "2", "inf"),
+                     help="gradient norm (default: 2 under lethe, inf = MIMIR's under mimir)")
+    mia.add_argument("--protocol", choices=("lethe", "mimir"), default="lethe",
+                     help="lethe (default: documented deviations) or mimir (MIMIR's per-sample scores exactly)")
+    mia.add_argument("--add-eos", action="store_true", help="also score an appended EOS (lethe protocol)")
+    mia.add_argument("--max-length", type=int, default=0,
+                     help="sliding-window size in tokens (default 0 = the model's maximum positions, as MIMIR); "
+                          "longer texts are scored window by window, never truncated")
     mia.add_argument("--batch-size", type=int, default=16)
     mia.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the CIs (0 = none)")
     mia.add_argument("--seed", type=int, default=0)

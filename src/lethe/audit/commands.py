@@ -58,12 +58,15 @@ class MIASettings:
     reference: str = ""
     ks: list[float] = field(default_factory=lambda: [0.2, 0.4])
     gradnorm: bool = False
-    max_length: int = 512
+    max_length: int = 0  # sliding-window size in tokens; 0 = the model's maximum positions (MIMIR)
     batch_size: int = 16
     n_bootstrap: int = 1000
     seed: int = 0
     memsinks_mode: str = ""
     memsinks_ids: list[int] = field(default_factory=list)
+    protocol: str = "lethe"  # lethe | mimir (reproduces MIMIR's per-sample scores)
+    add_eos: bool = False  # score an appended EOS too (lethe protocol only)
+    gradnorm_p: str = ""  # 1 | 2 | inf; "" = the protocol's default (lethe 2, mimir inf)
 
 
 @dataclass
@@ -164,8 +167,9 @@ def check_mia_settings(settings: MIASettings) -> None:
                               for k in settings.ks):
         raise LetheError(f"--ks must be fractions in (0, 1], got {settings.ks}")
     check_positive("batch_size", settings.batch_size)
-    if isinstance(settings.max_length, bool) or not isinstance(settings.max_length, int) or settings.max_length < 2:
-        raise LetheError(f"--max-length must be >= 2, got {settings.max_length!r}")
+    window = settings.max_length
+    if isinstance(window, bool) or not isinstance(window, int) or window < 0 or window == 1:
+        raise LetheError(f"--max-length must be 0 (the model's positions) or >= 2, got {window!r}")
     if settings.n_bootstrap < 0:
         raise LetheError(f"--bootstrap must be >= 0 (0 = no confidence intervals), got {settings.n_bootstrap}")
 
@@ -181,13 +185,18 @@ def check_members(members: list[str], nonmembers: list[str], max_overlap: float 
     notice(f"{len(shared)} text(s) are both members and non-members; their scores count on both sides", "warning")
 
 
-def clamp_max_length(max_length: int, model, log: RunLog | None = None) -> int:
-    """Texts are scored within the model's positions: a longer ``max_length`` is cut there, and said."""
+def clamp_max_length(max_length: int, model, log: RunLog | None = None, sliding: bool = False) -> int:
+    """Texts are scored within the model's positions: a longer ``max_length`` is cut there, and said.
+
+    ``sliding``: ``max_length`` is a scoring window (MIA), so longer texts are still scored whole, window by
+    window; otherwise they are truncated.
+    """
     positions = model_positions(model)
     if positions is None or max_length <= positions:
         return max_length
-    notice(f"max-length {max_length} exceeds the model's {positions} positions: texts are truncated at "
-           f"{positions} tokens")
+    effect = (f"the window is cut to {positions} tokens (longer texts are still scored whole, by sliding window)"
+              if sliding else f"texts are truncated at {positions} tokens")
+    notice(f"max-length {max_length} exceeds the model's {positions} positions: {effect}")
     if log is not None:
         log("max_length_clamped", requested=max_length, used=positions)
     return positions
@@ -236,16 +245,18 @@ def audit_mia(settings: MIASettings, run_dir: str | Path | None = None, model=No
 def _mia(run: Run, settings: MIASettings, model, tokenizer, reference, members: list[str],
          nonmembers: list[str]) -> tuple[Path, dict[str, Any]]:
     out = run.path
-    max_length = clamp_max_length(settings.max_length, model, RunLog(out))
+    max_length = clamp_max_length(settings.max_length, model, RunLog(out), sliding=True)
     if reference is not None:
-        max_length = clamp_max_length(max_length, reference[0], RunLog(out))
+        max_length = clamp_max_length(max_length, reference[0], RunLog(out), sliding=True)
     result = run_mia(model, tokenizer, members, nonmembers, reference=reference, ks=tuple(settings.ks),
                      gradnorm=settings.gradnorm, max_length=max_length, batch_size=settings.batch_size,
-                     n_bootstrap=settings.n_bootstrap, seed=settings.seed)
+                     n_bootstrap=settings.n_bootstrap, seed=settings.seed, protocol=settings.protocol,
+                     add_eos=settings.add_eos, gradnorm_p=settings.gradnorm_p or None)
     atomic_write_json(out / "mia.json", result)
     summary = mia_summary(result)
     atomic_write_json(out / "metrics.json", {"mia": summary})
-    page = Report("Membership inference audit", subtitle=f"model {settings.model}")
+    page = Report("Membership inference audit", subtitle=f"model {settings.model}, protocol {result['protocol']}")
+    page.add_paragraph(mia_protocol_line(result))
     page.add_paragraph(result["sign_convention"])
     page.add_table([{"attack": name, **values} for name, values in summary["attacks"].items()],
                    caption=f"{result['n_members']} members vs {result['n_nonmembers']} non-members")
@@ -254,9 +265,22 @@ def _mia(run: Run, settings: MIASettings, model, tokenizer, reference, members: 
     return out, summary
 
 
+def mia_protocol_line(result: dict[str, Any]) -> str:
+    """The input protocol and reading rules of an MIA result, for every report that shows MIA numbers."""
+    c = result.get("config") or {}
+    parts = [f"Input protocol: {result.get('protocol', 'lethe')} (tokenizer defaults"
+             f"{', EOS appended' if c.get('add_eos') else ', no EOS appended'}, sliding window "
+             f"{c.get('window', '?')} / stride {c.get('stride', '?')}, {c.get('n_windowed', 0)} texts windowed)",
+             result.get("tpr_convention", ""), result.get("nan_policy", "")]
+    if result.get("gradnorm_reading"):
+        parts.append(result["gradnorm_reading"])
+    return "; ".join(p for p in parts if p) + " (see docs/protocols.md)"
+
+
 def mia_summary(result: dict[str, Any]) -> dict[str, Any]:
-    keep = ("auc", "auc_ci", "tpr_at_0.1%_fpr", "tpr_at_1%_fpr", "tpr_at_5%_fpr")
+    keep = ("auc", "auc_ci", "tpr_at_0.1%_fpr", "tpr_at_1%_fpr", "tpr_at_5%_fpr", "n_members", "n_nonmembers")
     return {
+        "protocol": result.get("protocol", "lethe"),
         "n_members": result["n_members"], "n_nonmembers": result["n_nonmembers"],
         "n_skipped": len(result["skipped"]["members"]) + len(result["skipped"]["nonmembers"]),
         "attacks": {name: {k: a[k] for k in keep if k in a} for name, a in result["attacks"].items()},
@@ -337,10 +361,13 @@ class TofuEvalSettings:
     model: str
     data: str = EMBEDDED
     split: str = "forget10"
-    retain_eval: str = ""
+    retain_eval: str = ""  # the retain model's tofu_eval.json or open-unlearning TOFU_EVAL.json
     limit: int = 0
     max_new_tokens: int = 200
     batch_size: int = 16
+    protocol: str = "open-unlearning"  # open-unlearning (leaderboard-comparable) | lethe (clean)
+    system_prompt: str = ""  # open-unlearning's instruct configs: "You are a helpful assistant."
+    date_string: str = ""  # for chat templates that print a date (open-unlearning's Llama 3.x configs)
 
 
 TOFU_HEADLINE = ("forget_quality", "model_utility", "forget_truth_ratio", "forget_Q_A_Prob", "forget_Q_A_ROUGE",
@@ -350,15 +377,25 @@ TOFU_HEADLINE = ("forget_quality", "model_utility", "forget_truth_ratio", "forge
 
 def check_retain_eval(path: str) -> None:
     if path and not Path(path).is_file():
-        raise LetheError(f"retain-eval file not found: {path} (the tofu_eval.json of the retain model, "
-                         "needed for forget_quality and privleak)")
+        raise LetheError(f"retain-eval file not found: {path} (the tofu_eval.json or open-unlearning "
+                         "TOFU_EVAL.json of the retain model, needed for forget_quality and privleak)")
+
+
+def tofu_protocol_line(result: dict[str, Any]) -> str:
+    """The protocol an evaluation ran under, for every report that shows TOFU numbers."""
+    config = result.get("config") or {}
+    system = config.get("system_prompt") or ""
+    return (f"Input protocol: {config.get('protocol', 'lethe')}"
+            f"{f', system prompt {system!r}' if system else ''} (see docs/protocols.md)")
 
 
 def eval_tofu(settings: TofuEvalSettings, run_dir: str | Path | None = None, model=None,
               tokenizer=None) -> tuple[Path, dict[str, Any]]:
     """``lethe eval tofu``: the TOFU metrics of one model; writes tofu_eval.json (per item + summary)."""
     from lethe.audit.tofu_metrics import evaluate_tofu
+    from lethe.audit.tofu_protocol import check_protocol
 
+    check_protocol(settings.protocol)
     if settings.limit < 0:
         raise LetheError(f"--limit must be >= 0 (0 = every item), got {settings.limit}")
     check_positive("max_new_tokens", settings.max_new_tokens)
@@ -370,7 +407,9 @@ def eval_tofu(settings: TofuEvalSettings, run_dir: str | Path | None = None, mod
     with audit_run("eval-tofu", run_dir, settings) as run:
         result = evaluate_tofu(model, tokenizer, folder, forget_split=settings.split,
                                retain_eval=settings.retain_eval or None, batch_size=settings.batch_size,
-                               max_new_tokens=settings.max_new_tokens, limit=settings.limit)
+                               max_new_tokens=settings.max_new_tokens, limit=settings.limit,
+                               protocol=settings.protocol, system_prompt=settings.system_prompt,
+                               date_string=settings.date_string)
         return _write_tofu(run.path, settings, folder, result)
 
 
@@ -378,11 +417,14 @@ def _write_tofu(out: Path, settings: TofuEvalSettings, folder: Path,
                 result: dict[str, Any]) -> tuple[Path, dict[str, Any]]:
     from lethe.audit.tofu_metrics import write_tofu_eval
 
-    write_tofu_eval(result, out / "tofu_eval.json")
-    atomic_write_json(out / "metrics.json", {"tofu": result["summary"]})
-    page = Report("TOFU evaluation", subtitle=f"model {settings.model}, {settings.split} of {folder}")
+    write_tofu_eval(result, out / "tofu_eval.json", open_unlearning=True)
+    atomic_write_json(out / "metrics.json", {"tofu": result["summary"], "protocol": settings.protocol})
+    page = Report("TOFU evaluation", subtitle=f"model {settings.model}, {settings.split} of {folder}, "
+                                              f"protocol {settings.protocol}")
+    page.add_paragraph(tofu_protocol_line(result))
     page.add_table([{"metric": k, "value": result["summary"].get(k)} for k in TOFU_HEADLINE],
-                   caption="Leaderboard metrics (open-unlearning names and formulas)")
+                   caption=f"Leaderboard metrics (open-unlearning names and formulas; {settings.protocol} "
+                           "input protocol). Also written as open-unlearning's TOFU_EVAL.json / TOFU_SUMMARY.json")
     for note in result.get("notes", []):
         page.add_note(note)
     page.write(out)

@@ -17,10 +17,16 @@ Protocol details that matter for correctness:
 - EOS is an ordinary token unless ``stop_at_eos``: exactly ``max_new_tokens`` tokens come back, and EOS is
   never masked out (``min_new_tokens`` would suppress EOS and so change the greedy choice).
 - Runs under ``torch.inference_mode()`` with the model in eval mode; the training flag is restored after.
+
+:func:`generate_with_model_config` is the other protocol (open-unlearning's, DESIGN 3.6): the model's own
+``generation_config`` stays in force (its EOS list, repetition penalty, ...) with only ``do_sample=False``,
+``max_new_tokens``, ``use_cache`` and the pad id set, and each prompt carries its own attention mask (ids ≠
+pad: EOS tokens inside a prompt are masked when pad = EOS; ``generate`` numbers positions by that mask).
 """
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -197,6 +203,35 @@ def greedy_continue(model: Any, prefixes: list[list[int]], max_new_tokens: int, 
     outputs = generate_continuations(model, prefixes, max_new_tokens, pad_id=pad_id, batch_size=batch_size,
                                      eos_id=eos_id, stop_at_eos=stop_at_eos)
     return [rows[0] for rows in outputs]
+
+
+def generate_with_model_config(model: Any, prompts: Sequence[Sequence[int]], masks: Sequence[Sequence[int]],
+                               max_new_tokens: int, *, pad_id: int, batch_size: int = 32) -> list[list[int]]:
+    """Greedy generation under the model's own ``generation_config``: the new tokens of each prompt, in input
+    order, as ``generate`` returns them (stopped at the config's EOS, the rows of finished prompts padded).
+
+    ``masks[i]`` is the attention mask of ``prompts[i]`` (left padding adds zeros). Batches are length-sorted.
+    """
+    _check_args(prompts, max_new_tokens, batch_size)
+    _check_positions(model, prompts, max_new_tokens)
+    if len(masks) != len(prompts) or any(len(m) != len(p) for m, p in zip(masks, prompts, strict=True)):
+        raise LetheError("generate_with_model_config: one attention mask per prompt, of the prompt's length")
+    base = getattr(model, "generation_config", None)
+    config = copy.deepcopy(base) if isinstance(base, GenerationConfig) else GenerationConfig()
+    config.update(do_sample=False, max_new_tokens=max_new_tokens, use_cache=True, pad_token_id=pad_id,
+                  top_p=None, top_k=None, temperature=None, return_dict_in_generate=False)
+    device = _model_device(model)
+    results: list[list[int]] = [[] for _ in prompts]
+    with _eval_mode(model), torch.inference_mode():
+        for batch in _length_batches([len(p) for p in prompts], batch_size):
+            input_ids, attention_mask = _left_pad([prompts[i] for i in batch], pad_id, device)
+            for row, i in enumerate(batch):
+                width = len(prompts[i])
+                attention_mask[row, attention_mask.shape[1] - width:] = torch.as_tensor(list(masks[i]))
+            output = model.generate(input_ids=input_ids, attention_mask=attention_mask, generation_config=config)
+            for row, i in enumerate(batch):
+                results[i] = output[row, input_ids.shape[1]:].tolist()
+    return results
 
 
 def beam_continue(model: Any, prefixes: list[list[int]], max_new_tokens: int, *, pad_id: int,

@@ -6,6 +6,10 @@ with next-token distribution p = softmax(z_{t−1}):
     argmax_v p_v,  rank_t = #{v : log p_v > log p(x_t)}   (0 = the model's top-1 choice).
 Full [T × V] logits never leave the device; every MIA score (loss, zlib, min-k, min-k++) and every TOFU
 probability derives from these statistics (DESIGN 3.6).
+
+A feature may carry its own ``attention_mask`` (0/1 per token): open-unlearning's collator masks every token
+equal to the pad id, EOS included when pad = EOS (:mod:`lethe.audit.tofu_protocol`). Position ids are never
+passed, so the model numbers positions 0..T−1 whatever the mask, as a plain ``model(**batch)`` call does.
 """
 
 from __future__ import annotations
@@ -67,21 +71,41 @@ def _statistics(logits: torch.Tensor, targets: torch.Tensor) -> dict[str, torch.
     return {name: torch.cat([part[name] for part in parts]) for name in parts[0]}
 
 
+def concat_scores(parts: Sequence[TokenScores]) -> TokenScores:
+    """The statistics of several pieces of one sequence (e.g. its sliding windows), in order."""
+    names = ("targets", "logp", "mu", "var", "argmax", "rank")
+    return TokenScores(**{name: torch.cat([getattr(p, name) for p in parts]) for name in names})
+
+
+def _batches(lengths: Sequence[int], batch_size: int, max_tokens: int | None) -> list[list[int]]:
+    """Indices sorted by length, cut into batches of at most ``batch_size`` rows and, given ``max_tokens``,
+    at most that many padded tokens (a longer sequence alone)."""
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
+    batches: list[list[int]] = []
+    for i in order:
+        if batches and len(batches[-1]) < batch_size and (
+                max_tokens is None or lengths[i] * (len(batches[-1]) + 1) <= max_tokens):
+            batches[-1].append(i)
+        else:
+            batches.append([i])
+    return batches
+
+
 @torch.inference_mode()
 def score_sequences(model: Any, features: Sequence[dict[str, Sequence[int]]], *, batch_size: int = 16,
-                    pad_id: int = 0) -> list[TokenScores]:
-    """Per-token statistics for each feature (``input_ids``, ``labels``), returned in input order.
+                    pad_id: int = 0, max_tokens: int | None = None) -> list[TokenScores]:
+    """Per-token statistics for each feature (``input_ids``, ``labels``, optional ``attention_mask``),
+    returned in input order.
 
-    Sequences are sorted by length and batched (right padding), so padding costs little.
+    Sequences are sorted by length and batched (right padding), so padding costs little; ``max_tokens``
+    also caps the padded tokens of a batch (the [B, T, V] logits of long sequences).
     """
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
-    order = sorted(range(len(features)), key=lambda i: len(features[i]["input_ids"]))
     results: list[TokenScores | None] = [None] * len(features)
     try:
-        for start in range(0, len(order), batch_size):
-            chunk = order[start : start + batch_size]
+        for chunk in _batches([len(f["input_ids"]) for f in features], batch_size, max_tokens):
             width = max(len(features[i]["input_ids"]) for i in chunk)
             input_ids = torch.full((len(chunk), width), pad_id, dtype=torch.long)
             labels = torch.full((len(chunk), width), IGNORE_INDEX, dtype=torch.long)
@@ -90,7 +114,8 @@ def score_sequences(model: Any, features: Sequence[dict[str, Sequence[int]]], *,
                 ids = features[index]["input_ids"]
                 input_ids[row, : len(ids)] = torch.as_tensor(ids)
                 labels[row, : len(ids)] = torch.as_tensor(features[index]["labels"])
-                attention[row, : len(ids)] = 1
+                mask = features[index].get("attention_mask")
+                attention[row, : len(ids)] = 1 if mask is None else torch.as_tensor(mask)
             logits = model(input_ids=input_ids.to(device), attention_mask=attention.to(device)).logits
             targets = labels[:, 1:]
             keep = targets.ne(IGNORE_INDEX)  # every row's supervised positions, taken in one gather

@@ -26,7 +26,14 @@ from pathlib import Path
 from typing import Any
 
 from lethe.audit.canaries import canary_exposure
-from lethe.audit.commands import exposure_points, extraction_summary, max_exposure, mia_summary, roc_series
+from lethe.audit.commands import (
+    exposure_points,
+    extraction_summary,
+    max_exposure,
+    mia_protocol_line,
+    mia_summary,
+    roc_series,
+)
 from lethe.audit.extraction import run_extraction
 from lethe.audit.mia import run_mia
 from lethe.audit.scoring import corpus_loss, score_sequences
@@ -238,7 +245,8 @@ def write_demo_report(run_dir: Path, config: GoldfishDemoConfig, metrics: dict[s
                      "supervised_tokens": m["train"]["supervised_tokens"]})
     page.add_heading("Results")
     page.add_table(rows, caption=f"Extraction of the last {config.suffix_len} tokens of each trained biography "
-                                 "from the rest (greedy); MIA: trained vs never-trained biographies")
+                                 "from the rest (greedy); MIA: trained vs never-trained biographies "
+                                 f"({mia_protocol_line(audits[ARMS[0]]['mia'])})")
     page.add_figure("rouge_distribution", figures.rouge_distribution(
         {arm: audits[arm]["extraction"]["rougeL_all"] for arm in ARMS}),
         "ROUGE-L between generated and true suffixes, per biography (as in the goldfish paper).")

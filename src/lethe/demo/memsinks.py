@@ -13,8 +13,9 @@ authors' code (repeated documents 1 … R, the others R+1 …). Measured on the 
 biographies the models never saw: loss of standard, MemSinks ``all`` and ``dropout``; the gap closed; and,
 beyond the paper, exact-match extraction and MIA AUC of the repeated biographies (members) against the
 held-out ones (non-members). Per-document deletion: ``exclude`` of the first ``exclude`` repeated IDs, its
-gap closed on them and on the other repeated documents, for the ``hash`` strategy and (a third arm) the
-authors' ``reference`` one, whose overlapping subsets make a deletion bleed into other documents.
+gap closed on them and on the other repeated documents, for the ``hash`` strategy and (with
+``compare_reference=true``, a third arm) the authors' ``reference`` one, whose overlapping subsets make a
+deletion bleed into other documents.
 
 Evaluation sets: the *validation* set is the world's unused training-split biographies, the *held-out* set
 the world's holdout authors; neither is trained on, and no setting of the demo was chosen on the held-out set.
@@ -35,6 +36,7 @@ import torch
 from lethe.audit.commands import extraction_summary, mia_summary
 from lethe.audit.extraction import run_extraction
 from lethe.audit.mia import run_mia
+from lethe.audit.mia_protocol import DEFAULT_PROTOCOL as DEFAULT_MIA_PROTOCOL
 from lethe.audit.scoring import corpus_loss, score_sequences
 from lethe.config import (
     MemSinksSettings,
@@ -54,8 +56,9 @@ from lethe.report import Report, figures
 from lethe.runs import RunLog, atomic_write_json, atomic_write_text, demo_run
 from lethe.train.memsinks import MemSinksSpec, bake, sink_mask
 
-DEMO_MAY_CHANGE = ("run_dir", "suffix_len", "mia_bootstrap", "exclude", "train.logging_steps", "train.save_steps",
-                   "train.save_total_limit", "train.threads")
+# audit-only settings, and compare_reference: it adds or leaves out the third arm, the other two are reused
+DEMO_MAY_CHANGE = ("run_dir", "suffix_len", "mia_bootstrap", "exclude", "compare_reference", "train.logging_steps",
+                   "train.save_steps", "train.save_total_limit", "train.threads")
 HEADLINE_GAP = 0.5
 HEADLINE_HELDOUT = 0.03
 
@@ -78,7 +81,10 @@ class MemSinksDemoConfig:
     repetitions: int = 100  # copies of each (the paper: 128)
     unrepeated: int = 3000  # documents seen once per epoch (the paper: 20K stories)
     exclude: int = 1  # per-document deletion: exclude the first N repeated IDs (their sinks: 1-(1-p_mem)^N of all)
-    compare_reference: bool = True  # a third arm with the authors' reference sink hash
+    # a third arm with the authors' reference sink hash, for the deletion comparison (off by default: a third
+    # training run would take the demo past 10 minutes on 2 cores; re-run the same --run-dir with
+    # compare_reference=true to add it, reusing the other two)
+    compare_reference: bool = False
     max_length: int = 320
     suffix_len: int = 50
     mia_bootstrap: int = 200
@@ -281,10 +287,14 @@ def _rows(metrics: dict[str, Any]) -> list[dict[str, Any]]:
         extraction, mia = m.get("extraction"), m.get("mia")
         rows.append({"model": label, "repeated loss": m["repeated_loss"], "held-out loss": m["heldout_loss"],
                      "validation loss": m["validation_loss"], "gap closed": m.get("gap_closed", 0.0),
-                     "exact match (repeated)": extraction["exact_match_rate"] if extraction else None,
+                     "exact-match rate": extraction["exact_match_rate"] if extraction else None,
                      "ROUGE-L": extraction["rougeL"] if extraction else None,
                      "MIA loss AUC": mia["loss"]["auc"] if mia else None})
     return rows
+
+
+def _id_range(ids: list[int]) -> str:
+    return str(ids[0]) if len(ids) == 1 else f"{ids[0]}-{ids[-1]}"
 
 
 def format_table(metrics: dict[str, Any]) -> str:
@@ -297,10 +307,10 @@ def format_table(metrics: dict[str, Any]) -> str:
     for row in _rows(metrics):
         lines.append(f"| {row['model']} | {row['repeated loss']:.3f} | {row['held-out loss']:.3f} "
                      f"| {row['validation loss']:.3f} | {row['gap closed']:.1%} "
-                     f"| {cell(row['exact match (repeated)'], '.0%')} | {cell(row['ROUGE-L'], '.3f')} "
+                     f"| {cell(row['exact-match rate'], '.0%')} | {cell(row['ROUGE-L'], '.3f')} "
                      f"| {cell(row['MIA loss AUC'], '.3f')} |")
     for strategy, d in metrics.get("deletion", {}).items():
-        lines.append(f"\nexclude IDs {d['excluded_ids'][0]}-{d['excluded_ids'][-1]} ({strategy} sinks): gap closed "
+        lines.append(f"\nexclude ID(s) {_id_range(d['excluded_ids'])} ({strategy} sinks): gap closed "
                      f"{d['excluded_exclude_gap_closed']:.1%} on them vs {d['kept_exclude_gap_closed']:.1%} on the "
                      f"other repeated documents (all mode: {d['excluded_all_gap_closed']:.1%} / "
                      f"{d['kept_all_gap_closed']:.1%}); their sinks overlap {d['sink_overlap_with_kept']:.0%} of "
@@ -337,11 +347,15 @@ def write_demo_report(run_dir: Path, config: MemSinksDemoConfig, metrics: dict[s
     page.add_keyvalues({"model": f"tiny LLaMA ({config.model.num_layers} layers, {config.model.hidden_size} hidden, "
                                  f"MLP {config.model.intermediate_size})",
                         "steps": config.train.max_steps, "batch size": config.train.batch_size,
-                        "learning rate": config.train.lr, "wall time": f"{metrics['wall_s']:.0f} s"})
+                        "learning rate": f"{config.train.lr:g}", "wall time": f"{metrics['wall_s']:.0f} s"})
     page.add_heading("Results")
-    page.add_table(_rows(metrics), caption="Mean loss (nats/token) on the repeated biographies, on held-out "
-                                           "biographies (never trained on) and on the validation biographies; "
-                                           "extraction and MIA (members = repeated, non-members = held-out)")
+    rows = [{**row, "gap closed": f"{row['gap closed']:.1%}"} for row in _rows(metrics)]
+    page.add_table(rows, caption="Mean loss (nats/token) on the repeated biographies, on held-out biographies "
+                                 "(never trained on) and on the validation biographies; gap closed = (L_rep − "
+                                 "L_rep(standard)) / (L_heldout(standard) − L_rep(standard)); exact 50-token suffix "
+                                 "extraction of the repeated biographies and MIA (members = repeated, non-members "
+                                 f"= held-out; MIA input protocol {DEFAULT_MIA_PROTOCOL}, see docs/protocols.md) "
+                                 "on the hash arm")
     bars = {label: {"repeated": metrics[key]["repeated_loss"], "held-out": metrics[key]["heldout_loss"]}
             for key, label in ROWS if key in metrics}
     page.add_figure("loss_by_arm", figures.bar_comparison(bars, "Loss on repeated vs held-out biographies",
@@ -351,12 +365,12 @@ def write_demo_report(run_dir: Path, config: MemSinksDemoConfig, metrics: dict[s
     deletion = metrics.get("deletion", {})
     if deletion:
         page.add_heading("Per-document deletion")
-        page.add_table([{"sink hash": strategy, "excluded IDs": f"{d['excluded_ids'][0]}-{d['excluded_ids'][-1]}",
-                         "gap closed on excluded": d["excluded_exclude_gap_closed"],
-                         "gap closed on the others": d["kept_exclude_gap_closed"],
-                         "all mode, excluded": d["excluded_all_gap_closed"],
-                         "all mode, others": d["kept_all_gap_closed"],
-                         "sink overlap with the others": d["sink_overlap_with_kept"]}
+        page.add_table([{"sink hash": strategy, "excluded IDs": _id_range(d["excluded_ids"]),
+                         "gap closed on excluded": f"{d['excluded_exclude_gap_closed']:.1%}",
+                         "gap closed on the others": f"{d['kept_exclude_gap_closed']:.1%}",
+                         "all mode, excluded": f"{d['excluded_all_gap_closed']:.1%}",
+                         "all mode, others": f"{d['kept_all_gap_closed']:.1%}",
+                         "sink overlap with the others": f"{d['sink_overlap_with_kept']:.0%}"}
                         for strategy, d in deletion.items()],
                        caption="exclude = all mode with the sinks of the excluded IDs switched off")
     page.write(run_dir)

@@ -40,6 +40,7 @@ from typing import Any
 import torch
 
 from lethe.audit.tofu_metrics import SACRIFICE_KEYS, evaluate_tofu, forget_quality, privleak, write_tofu_eval
+from lethe.audit.tofu_protocol import DEFAULT_PROTOCOL
 from lethe.config import ModelSettings, TrainConfig, TrainSettings, to_yaml
 from lethe.data.tofu import RETAIN_OF, load_split
 from lethe.data.world import embedded_world
@@ -307,7 +308,9 @@ def _evaluate_or_reuse(config: UnlearnDemoConfig, folder: Path, world: Path,
                        retain_eval: Path | None) -> dict[str, Any]:
     path = folder / "tofu_eval.json"
     if path.is_file():
-        return json.loads(path.read_text())
+        earlier = json.loads(path.read_text())
+        if (earlier.get("config") or {}).get("protocol", "lethe") == DEFAULT_PROTOCOL:
+            return earlier  # an evaluation under another input protocol is recomputed
     model, tokenizer = load_model(folder / "model")
     result = evaluate_tofu(model, tokenizer, world, forget_split=config.forget_split,
                            retain_eval=retain_eval, batch_size=config.eval_batch_size,
@@ -695,6 +698,7 @@ def write_demo_report(run_dir: Path, config: UnlearnDemoConfig, metrics: dict[st
                          "QA (both with the world's general facts)",
         "unlearning": f"{u.max_steps} steps, batch {u.batch_size}×{u.grad_accum}, lr {u.lr:g} ({u.scheduler}), "
                       "every arm alike",
+        "TOFU input protocol": f"{DEFAULT_PROTOCOL} (docs/protocols.md)",
         "GUARD": f"τ={g.tau:g}, normalize={g.normalize}, retain samples "
                  f"{g.retain_samples or 'all'}, recompute_every={g.recompute_every}",
         "wall_s (this invocation)": metrics["wall_s"],

@@ -110,7 +110,9 @@ def _mia_summary(data: Any) -> dict[str, Any]:
     attacks = data.get("attacks") if isinstance(data, dict) else None
     if not isinstance(attacks, dict):
         return {}
-    return {name: {k: a[k] for k in _MIA_KEYS if k in a} for name, a in attacks.items() if isinstance(a, dict)}
+    out: dict[str, Any] = {"protocol": data.get("protocol", "lethe")}
+    out.update({name: {k: a[k] for k in _MIA_KEYS if k in a} for name, a in attacks.items() if isinstance(a, dict)})
+    return out
 
 
 def arm_metrics(run_dir: Path) -> dict[str, Any]:

@@ -47,10 +47,11 @@ def _version() -> str:
 def is_rate_key(key: object) -> bool:
     """Whether a column / metric name says its value is a rate (a fraction to show as a percentage).
 
-    The last dotted segment must contain the word ``rate`` (``exact_match_rate``, ``tpr_rate``, ``rate``)
-    or end in ``_frac`` / ``fraction``; ``learning_rate`` and the like are not fractions.
+    The last dotted segment, spaces read as underscores, must contain the word ``rate`` (``exact_match_rate``,
+    ``tpr rate``, ``rate``) or end in ``_frac`` / ``fraction``; ``learning_rate`` / ``learning rate`` and the
+    like are not fractions.
     """
-    last = re.split(r"[./\s]", str(key).lower())[-1]
+    last = re.split(r"[./]", str(key).lower())[-1].replace(" ", "_")  # "learning rate" = learning_rate
     if any(n in last for n in _NOT_RATES):
         return False
     return bool(_RATE.search(last)) or last.endswith(("_frac", "fraction"))

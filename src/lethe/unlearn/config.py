@@ -107,12 +107,18 @@ class EvalSettings:
     limit: int = 0  # items per split (0 = all); small values for quick runs
     max_new_tokens: int = 200
     batch_size: int = 16
-    retain_eval: str = ""  # tofu_eval.json of the retain model: enables forget_quality and privleak
+    retain_eval: str = ""  # retain model's tofu_eval.json / open-unlearning TOFU_EVAL.json: forget_quality, privleak
     before: str = ""  # tofu_eval.json of the model before unlearning (reused instead of recomputed)
+    # input protocol (lethe.audit.tofu_protocol): open-unlearning = leaderboard-comparable; lethe = clean
+    protocol: str = "open-unlearning"
+    system_prompt: str = ""  # open-unlearning's instruct configs use "You are a helpful assistant."
+    date_string: str = ""  # for chat templates that print a date (Llama 3.x)
 
     def validate(self) -> None:
         if self.limit < 0 or self.max_new_tokens < 1 or self.batch_size < 1:
             raise LetheError("config: eval.limit must be >= 0, eval.max_new_tokens and eval.batch_size >= 1")
+        if self.protocol not in ("open-unlearning", "lethe"):
+            raise LetheError(f"config: eval.protocol must be open-unlearning or lethe, got {self.protocol!r}")
 
 
 def _unlearn_train_defaults() -> TrainSettings:

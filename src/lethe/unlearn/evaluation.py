@@ -18,6 +18,7 @@ from lethe.audit.commands import TOFU_HEADLINE, check_retain_eval
 from lethe.audit.tofu_metrics import (
     SACRIFICE_KEYS,
     check_forget_items,
+    check_same_protocol,
     evaluate_tofu,
     load_eval_records,
     load_retain_eval,
@@ -56,14 +57,16 @@ def _evaluate(model_name: str | Path, config: UnlearnConfig, retain_eval: str | 
     e = config.eval
     return evaluate_tofu(model, tokenizer, _data_folder(config), forget_split=config.data.forget_split,
                          retain_eval=retain_eval, batch_size=e.batch_size, max_new_tokens=e.max_new_tokens,
-                         limit=e.limit)
+                         limit=e.limit, protocol=e.protocol, system_prompt=e.system_prompt,
+                         date_string=e.date_string)
 
 
 def check_before_eval(source: str | Path | dict[str, Any], forget_split: str,
-                      questions: list[str], label: str = "eval.before") -> dict[str, Any]:
-    """A before-unlearning tofu_eval.json, checked: the same forget items as this run's evaluation and a
-    finite value for every summary key of the sacrifice rates."""
+                      questions: list[str], label: str = "eval.before", protocol: str | None = None) -> dict[str, Any]:
+    """A before-unlearning tofu_eval.json, checked: the same forget items and input protocol as this run's
+    evaluation and a finite value for every summary key of the sacrifice rates."""
     data, label = read_tofu_eval(source, label)
+    check_same_protocol(data, label, protocol)
     check_forget_items(data, label, forget_split, questions)
     summary = data.get("summary")
     if not isinstance(summary, dict):
@@ -88,8 +91,8 @@ def check_eval_inputs(config: UnlearnConfig) -> EvalInputs | None:
     questions = [r["question"] for r in records["forget"]]
     if e.retain_eval:
         check_retain_eval(e.retain_eval)
-        load_retain_eval(e.retain_eval, config.data.forget_split, questions)
-    before = check_before_eval(e.before, config.data.forget_split, questions) if e.before else None
+        load_retain_eval(e.retain_eval, config.data.forget_split, questions, e.protocol)
+    before = check_before_eval(e.before, config.data.forget_split, questions, protocol=e.protocol) if e.before else None
     return EvalInputs(questions, before)
 
 
@@ -100,7 +103,8 @@ def _before_eval(config: UnlearnConfig, inputs: EvalInputs, run_dir: Path) -> di
     before = inputs.before
     if before is None and path.is_file():
         try:
-            before = check_before_eval(path, config.data.forget_split, inputs.forget_questions, "earlier")
+            before = check_before_eval(path, config.data.forget_split, inputs.forget_questions, "earlier",
+                                       protocol=config.eval.protocol)
         except LetheError:
             before = None  # this run's own file from other settings: recompute it
         if before is not None and _before_key(before) != _before_key_of(config):
@@ -114,12 +118,14 @@ def _before_eval(config: UnlearnConfig, inputs: EvalInputs, run_dir: Path) -> di
 
 def _before_key(evaluation: dict[str, Any]) -> tuple[Any, ...]:
     c = evaluation.get("config") or {}
-    return c.get("model"), c.get("retain_eval"), c.get("limit"), c.get("max_new_tokens")
+    return (c.get("model"), c.get("retain_eval"), c.get("limit"), c.get("max_new_tokens"),
+            c.get("protocol", "lethe"), c.get("system_prompt", ""), c.get("date_string", ""))
 
 
 def _before_key_of(config: UnlearnConfig) -> tuple[Any, ...]:
     e = config.eval
-    return str(config.model.name), e.retain_eval, e.limit, e.max_new_tokens
+    return (str(config.model.name), e.retain_eval, e.limit, e.max_new_tokens, e.protocol, e.system_prompt,
+            e.date_string)
 
 
 def sacrifice_rates(before: dict[str, Any], after: dict[str, Any]) -> dict[str, float | None]:
@@ -145,7 +151,8 @@ def _evaluate_run(config: UnlearnConfig, inputs: EvalInputs, run_dir: Path,
         return metrics
     before = _before_eval(config, inputs, run_dir)
     after = _evaluate(run_dir / "model", config, config.eval.retain_eval or None)
-    write_tofu_eval(after, run_dir / "tofu_eval.json")
+    write_tofu_eval(after, run_dir / "tofu_eval.json", open_unlearning=True)
+    metrics["tofu_protocol"] = config.eval.protocol
     metrics["tofu_before"] = {k: before["summary"].get(k) for k in TOFU_HEADLINE}
     metrics["tofu"] = {k: after["summary"].get(k) for k in TOFU_HEADLINE}
     metrics["sacrifice_rate"] = sacrifice_rates(before, after)
@@ -160,7 +167,10 @@ def write_unlearn_report(run_dir: Path, config: UnlearnConfig, metrics: dict[str
                                                                   f"{config.data.source}, model {config.model.name}")
     rows = [{"metric": k, "before": metrics["tofu_before"].get(k), "after": metrics["tofu"].get(k)}
             for k in TOFU_HEADLINE]
-    page.add_table(rows, caption="TOFU metrics before and after unlearning")
+    page.add_paragraph(f"Input protocol: {metrics.get('tofu_protocol', config.eval.protocol)}"
+                       f"{f', system prompt {config.eval.system_prompt!r}' if config.eval.system_prompt else ''}"
+                       " (see docs/protocols.md)")
+    page.add_table(rows, caption=f"TOFU metrics before and after unlearning ({config.eval.protocol} protocol)")
     page.add_keyvalues({f"sacrifice rate ({m})": v for m, v in metrics["sacrifice_rate"].items()},
                        caption="Retain performance lost per unit of forget performance removed (lower is better)")
     bars = {"before": {k: metrics["tofu_before"].get(k) or 0.0 for k in ("model_utility", "forget_Q_A_ROUGE",
