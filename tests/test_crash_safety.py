@@ -29,6 +29,8 @@ from lethe.errors import LetheError
 from lethe.models import build_tiny, save_model
 from lethe.runs import RUN_FILE, clean_stale_partials, open_run
 from lethe.train.trainer import run_training
+from lethe.unlearn.config import UnlearnConfig
+from lethe.unlearn.trainer import run_unlearning
 
 pytestmark = pytest.mark.slow
 
@@ -120,11 +122,9 @@ def _partial(folder: Path, kind: str, source: Path) -> None:
         (folder / ckpt.STATE_FILE).write_text('{"format": 1, "global_st')
     elif kind == "stale-seal":  # the seal of an earlier save at another step
         (folder / ckpt.STATE_FILE).write_text(json.dumps({"format": 1, "global_step": step - 2}))
-    elif kind == "no-weights":
-        (folder / "model.safetensors").unlink()
 
 
-PARTIAL_KINDS = ["empty", "weights-only", "no-trainer-state", "no-seal", "torn-seal", "stale-seal", "no-weights"]
+PARTIAL_KINDS = ["empty", "weights-only", "no-trainer-state", "no-seal", "torn-seal", "stale-seal"]
 
 
 @pytest.mark.parametrize("kind", PARTIAL_KINDS)
@@ -342,17 +342,10 @@ def test_stale_partials_of_dead_processes_are_cleaned(tmp_path):
 
 
 def test_unlearn_finished_rerun_adds_no_step(tmp_path, capsys):
-    rows = [{"id": f"q{i}", "question": f"What is item {i}?", "answer": f"Item {i} is a lamp."} for i in range(8)]
-    data = tmp_path / "tofu"
-    data.mkdir()
-    (data / "forget10.json").write_text(json.dumps(rows[:4]))
-    (data / "retain90.json").write_text(json.dumps(rows[4:]))
-    model, tokenizer = build_tiny([f"{r['question']} {r['answer']}" for r in rows], vocab_size=300,
-                                  hidden_size=16, num_layers=1, num_heads=2, intermediate_size=32)
-    save_model(model, tokenizer, tmp_path / "model")
+    data, model_dir = _unlearn_world(tmp_path)
     run_dir = tmp_path / "unlearn"
     # 4 forget items at batch 3: 2 steps per epoch, 3 steps is not a multiple (issue 9: 12 -> 13 -> 14 steps)
-    args = ["unlearn", "method=ga", f"model.name={tmp_path / 'model'}", f"data.source={data}",
+    args = ["unlearn", "method=ga", f"model.name={model_dir}", f"data.source={data}",
             "data.max_length=32", "train.batch_size=3", "train.grad_accum=1", "train.max_steps=3",
             "train.save_steps=2", "train.threads=1", "eval.enabled=false", "--run-dir", str(run_dir), "--quiet"]
     assert main(args) == 0, capsys.readouterr().err
@@ -369,6 +362,37 @@ def test_unlearn_finished_rerun_adds_no_step(tmp_path, capsys):
     assert json.loads((run_dir / "metrics.json").read_text())["steps"] == 3
     _assert_same_weights(load_file(run_dir / "model" / "model.safetensors"), weights)
     assert not (run_dir / "checkpoints" / "checkpoint-4").exists()
+
+
+def _unlearn_world(tmp_path: Path) -> tuple[Path, Path]:
+    """A 4 + 4 item TOFU-format folder and a tiny model saved beside it."""
+    rows = [{"id": f"q{i}", "question": f"What is item {i}?", "answer": f"Item {i} is a lamp."} for i in range(8)]
+    data = tmp_path / "tofu"
+    data.mkdir()
+    (data / "forget10.json").write_text(json.dumps(rows[:4]))
+    (data / "retain90.json").write_text(json.dumps(rows[4:]))
+    model, tokenizer = build_tiny([f"{r['question']} {r['answer']}" for r in rows], vocab_size=300,
+                                  hidden_size=16, num_layers=1, num_heads=2, intermediate_size=32)
+    save_model(model, tokenizer, tmp_path / "model")
+    return data, tmp_path / "model"
+
+
+def test_unlearn_evaluation_runs_inside_the_lock_and_its_failure_keeps_the_model(tmp_path):
+    data, model_dir = _unlearn_world(tmp_path)
+    run_dir = tmp_path / "unlearn"
+    config = load_config(UnlearnConfig, None, [
+        "method=ga", f"model.name={model_dir}", f"data.source={data}", "data.max_length=32",
+        "train.batch_size=4", "train.max_steps=1", "train.threads=1", f"run_dir={run_dir}"])
+
+    def evaluation(folder: Path, metrics: dict) -> dict:
+        with pytest.raises(LetheError, match="in use by another lethe process"):
+            locking.acquire(folder)  # a second process would be refused now
+        raise LetheError("evaluation failed")
+
+    with pytest.raises(LetheError, match="evaluation failed"):
+        run_unlearning(config, quiet=True, after=evaluation)
+    assert (run_dir / "model" / "model.safetensors").is_file() and (run_dir / "metrics.json").is_file()
+    assert json.loads((run_dir / RUN_FILE).read_text())["status"] == "finished"
 
 
 def _assert_same_weights(left: dict[str, torch.Tensor], right: dict[str, torch.Tensor]) -> None:

@@ -28,8 +28,6 @@ TRAINER_STATE = "trainer_state.json"
 PREFIX = "checkpoint-"
 FORMAT = 1
 _NAME = re.compile(rf"^{PREFIX}(\d+)$")
-WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "adapter_model.safetensors",
-                "pytorch_model.bin", "pytorch_model.bin.index.json")
 
 
 def checkpoint_step(path: Path) -> int | None:
@@ -49,11 +47,12 @@ def read_state(checkpoint: str | Path) -> dict[str, Any] | None:
 
 
 def is_complete(checkpoint: Path) -> bool:
-    """Sealed for its own step, with the trainer state and the weights beside the seal."""
+    """Sealed for its own step, with the trainer state beside the seal. The seal is written after every
+    other file (weights in whatever layout: safetensors, FSDP shards, DeepSpeed ``global_step*/``), so it is
+    the one thing to check."""
     step = checkpoint_step(checkpoint)
     state = read_state(checkpoint) if step is not None and checkpoint.is_dir() else None
-    return (state is not None and state.get("global_step") == step and (checkpoint / TRAINER_STATE).is_file()
-            and any((checkpoint / name).is_file() for name in WEIGHT_FILES))
+    return state is not None and state.get("global_step") == step and (checkpoint / TRAINER_STATE).is_file()
 
 
 def _checkpoints(folder: Path) -> list[Path]:
@@ -152,6 +151,7 @@ class SealedCheckpoints:
             (folder / STATE_FILE).unlink(missing_ok=True)  # re-saved in place: unsealed until complete again
         super()._save_checkpoint(model, trial)
         state = {"loss_sum": self.loss_sum(), **self.checkpoint_state()}
+        self.accelerator.wait_for_everyone()  # every rank's shard is written before the seal
         if self.args.should_save:
             seal(folder, self.state.global_step, **state)
             rotate(folder.parent, self.keep_checkpoints)

@@ -212,6 +212,7 @@ class Run:
     before: set[str] = field(default_factory=set)  # names in the folder when it was claimed
     log_size: int = 0  # bytes of log.jsonl when the folder was claimed
     marked: bool = False  # run.json was written by this run
+    settled: bool = False  # the run's result is complete: a later failure leaves the folder as it is
     created_top: Path | None = None  # the outermost folder this process created to make ``path``
 
     @property
@@ -341,7 +342,9 @@ def open_run(command: str, requested: str | Path | None = None, *, root: Path = 
     except BaseException as err:
         if locking.is_main_rank():
             with contextlib.suppress(OSError):  # never hide the run's own error behind a cleanup one
-                if run.keep and run.started:
+                if run.settled:
+                    pass
+                elif run.keep and run.started:
                     run.mark("failed", error=str(err).splitlines()[0] if str(err) else type(err).__name__)
                 else:
                     run._undo()

@@ -8,6 +8,7 @@ truth ratio, ROUGE-L and probability (:func:`lethe.audit.tofu_metrics.sacrifice_
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -139,9 +140,15 @@ def unlearn_and_evaluate(config: UnlearnConfig, *, quiet: bool = False) -> tuple
     config.validate()
     data = load_unlearn_data(config)  # fail before anything is written: the unlearning data first,
     inputs = check_eval_inputs(config)  # then what the evaluation will read
-    run_dir, metrics = run_unlearning(config, quiet=quiet, data=data)
-    if inputs is None or ("tofu" in metrics and (run_dir / "tofu_eval.json").is_file()):
-        return run_dir, metrics  # no evaluation asked, or a finished run (evaluated already): nothing to do
+    after = None if inputs is None else functools.partial(_evaluate_run, config, inputs)
+    return run_unlearning(config, quiet=quiet, data=data, after=after)  # evaluated inside the run's lock
+
+
+def _evaluate_run(config: UnlearnConfig, inputs: EvalInputs, run_dir: Path,
+                  metrics: dict[str, Any]) -> dict[str, Any]:
+    """The TOFU evaluation of an unlearned run directory (nothing to do when a finished run has one)."""
+    if "tofu" in metrics and (run_dir / "tofu_eval.json").is_file():
+        return metrics
     before = _before_eval(config, inputs, run_dir)
     after = _evaluate(run_dir / "model", config, config.eval.retain_eval or None)
     write_tofu_eval(after, run_dir / "tofu_eval.json", open_unlearning=True)
@@ -151,7 +158,7 @@ def unlearn_and_evaluate(config: UnlearnConfig, *, quiet: bool = False) -> tuple
     metrics["sacrifice_rate"] = sacrifice_rates(before, after)
     atomic_write_json(run_dir / "metrics.json", metrics)
     write_unlearn_report(run_dir, config, metrics)
-    return run_dir, metrics
+    return metrics
 
 
 def write_unlearn_report(run_dir: Path, config: UnlearnConfig, metrics: dict[str, Any]) -> None:

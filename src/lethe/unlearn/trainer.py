@@ -22,7 +22,7 @@ import contextlib
 import copy
 import json
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -454,13 +454,17 @@ def _save_final(trainer: UnlearnTrainer, tokenizer, run_dir: Path) -> Path:
 
 
 def run_unlearning(config: UnlearnConfig, *, quiet: bool = False, callbacks: Sequence[TrainerCallback] = (),
-                   data: UnlearnData | None = None) -> tuple[Path, dict[str, Any]]:
+                   data: UnlearnData | None = None,
+                   after: Callable[[Path, dict[str, Any]], dict[str, Any]] | None = None,
+                   ) -> tuple[Path, dict[str, Any]]:
     """``lethe unlearn``: unlearn ``data.forget_split`` from ``model.name`` into a run directory.
 
     Writes config.yaml, attribution.json (GUARD), checkpoints/, model/ (safetensors; LoRA merged),
     metrics.json and log.jsonl; re-running on the same directory resumes from the last checkpoint (with
     the same GUARD settings). Data, model and truncation are checked before anything is written. ``data``:
-    what :func:`load_unlearn_data` returned for ``config``, when the caller has loaded it already."""
+    what :func:`load_unlearn_data` returned for ``config``, when the caller has loaded it already. ``after``
+    (run directory, metrics) -> metrics runs once the model is saved, still holding the directory's lock
+    (the TOFU evaluation); if it fails, the unlearned model and its metrics stay."""
     config.validate()
     method = get_method(config.method)
     o = config.objective
@@ -479,7 +483,11 @@ def run_unlearning(config: UnlearnConfig, *, quiet: bool = False, callbacks: Seq
     job = _Job(config, method, hyper, model, tokenizer, forget, retain, forget_records, retain_split, refusals,
                ids, quiet, tuple(callbacks))
     with open_run("unlearn", config.run_dir or None) as run:
-        return _unlearn_in(run, job)
+        run_dir, metrics = _unlearn_in(run, job)
+        if after is not None:
+            run.settled = True  # model/ and metrics.json are complete: a failure after them leaves them
+            metrics = after(run_dir, metrics)
+        return run_dir, metrics
 
 
 @dataclass
