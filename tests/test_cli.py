@@ -104,5 +104,9 @@ def test_python_dash_m_lethe_runs_the_cli():
     import subprocess
     import sys
 
+    from lethe import __version__
+
     done = subprocess.run([sys.executable, "-m", "lethe", "--help"], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0 and "usage: lethe" in done.stdout
+    done = subprocess.run([sys.executable, "-m", "lethe", "--version"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.strip() == f"lethe {__version__}"

@@ -242,7 +242,10 @@ def _group(commands: argparse._SubParsersAction, name: str, help: str) -> argpar
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from lethe import __version__
+
     parser = Parser(prog="lethe", description="Prevent, remove and audit memorization in LLMs.")
+    parser.add_argument("--version", action="version", version=f"lethe {__version__}")
     common = Parser(add_help=False)
     common.add_argument("--quiet", action="store_true", help="no progress bars or tables")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
