@@ -12,7 +12,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))  # `benchmarks` lives at the repository root, beside `tests`
 
-from benchmarks import bench_extraction, bench_guard, bench_scoring, bench_tofu_eval  # noqa: E402
+from benchmarks import bench_extraction, bench_guard, bench_scoring, bench_tofu_eval, bench_whp  # noqa: E402
 from benchmarks.common import Spec  # noqa: E402
 
 TINY = {"hidden_size": 32, "num_layers": 2, "num_heads": 4, "intermediate_size": 64, "vocab_size": 600,
@@ -87,6 +87,14 @@ def test_tofu_eval_benchmark_in_process(tmp_path):
             "holdout.mia_min_k"} <= set(check["max_rel_diff"])
     assert check["max_rel_diff_overall"] <= bench_tofu_eval.RTOL
     assert set(check["discrete_mismatches"]) >= {"forget.extraction_strength", "world_facts.generated"}
+
+
+def test_whp_benchmark_in_process(tmp_path):
+    out = tmp_path / "whp_labels.json"
+    report = bench_whp.run(Spec(n=3, batch_size=2, **TINY), isolate=False, out_path=out)
+    data = _check(report, out, {"one_block", "batched"})
+    assert data["variants"]["batched"]["n_items"] == 3 and data["identity"]["batched"]["n_mismatched"] == 0
+    assert not bench_whp.compare_labels([[1, 2]], [[1, 3]])["identical"]
 
 
 def test_compare_functions_detect_differences():

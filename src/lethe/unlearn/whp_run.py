@@ -28,7 +28,7 @@ from transformers import PrinterCallback, set_seed
 
 from lethe.config import DataSettings, TrainConfig, TrainSettings, to_yaml
 from lethe.data.formatting import encode_document
-from lethe.data.text import load_documents
+from lethe.data.text import load_documents, read_text_file
 from lethe.errors import LetheError
 from lethe.losses import sequence_nll
 from lethe.models import load_model
@@ -68,6 +68,8 @@ def load_target(path: str | Path) -> list[str]:
     path = Path(path)
     if path.is_dir():
         path = path / "saga.jsonl"
+    if not read_text_file(path, "whp.target").strip():
+        raise LetheError(f"whp.target {path}: empty target text (nothing to forget)")
     texts = [d.text for d in load_documents(path) if d.text.strip()]
     if not texts:
         raise LetheError(f"whp.target {path}: empty target text (nothing to forget)")
