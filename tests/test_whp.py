@@ -39,6 +39,15 @@ def test_translation_position_map_and_no_label_rules():
     assert tr.matches == [(1, 2, 0), (4, 1, 1), (6, 2, 0), (9, 1, 2)]
 
 
+def test_forbid_terms_adds_the_target_tokens_right_before_each_key():
+    ids = [1, A, B, 2, C]
+    plain = whp.translate_block(ids, hand_table(), [0, 0, 0])
+    tr = whp.translate_block(ids, hand_table(), [0, 0, 0], forbid_terms=True)
+    assert tr.ids == plain.ids and tr.labeled == plain.labeled
+    assert tr.forbidden[0] == [A, C] and tr.forbidden[3] == [A, C, 50]  # before "A B" and before "C"
+    assert tr.forbidden[2] == plain.forbidden[2] == [50] and tr.forbidden[4] == plain.forbidden[4]
+
+
 def test_longest_match_and_overlapping_keys():
     table = hand_table(with_bc=True)
     tr = whp.translate_block([A, B, C], table, [0, 0, 0, 0])
@@ -81,16 +90,31 @@ def test_block_choices_are_seeded():
     assert len(draws) > 1  # blocks draw different alternatives
 
 
+class Shifted(torch.nn.Module):
+    """A model whose logits are another's plus a constant."""
+
+    def __init__(self, model, offset: float) -> None:
+        super().__init__()
+        self.model, self.offset = model, offset
+
+    def forward(self, **kwargs):
+        out = self.model(**kwargs)
+        out.logits = out.logits + self.offset
+        return out
+
+
 def _reinforced(tiny_tokenizer):
     from lethe.models import tiny_model as make
 
     return make(tiny_tokenizer, seed=1, hidden_size=32, num_layers=2, num_heads=4, intermediate_size=64)
 
 
-def _hand_labels(baseline, reinforced, block, tr, alpha, suppress=True):
+def _hand_labels(baseline, reinforced, block, tr, alpha, suppress=True, logprobs=False):
     with torch.no_grad():
         v_r = reinforced(input_ids=torch.tensor([block])).logits[0]
         v_b_all = baseline(input_ids=torch.tensor([tr.ids])).logits[0]
+    if logprobs:
+        v_r, v_b_all = v_r.log_softmax(-1), v_b_all.log_softmax(-1)
     labels = [IGNORE_INDEX] * len(block)
     for t in range(len(block) - 1):
         if not tr.labeled[t]:
@@ -135,6 +159,13 @@ def test_generic_labels_batched_equal_one_at_a_time(tiny_tokenizer, tiny_model, 
     single = whp.generic_labels(tiny_model, reinforced, blocks, trs, 5.0, batch_size=1)
     assert batched == single
     assert batched[0] == _hand_labels(tiny_model, reinforced, blocks[0], trs[0], 5.0)
+    in_logprobs = whp.generic_labels(tiny_model, reinforced, blocks, trs, 5.0, batch_size=3, space="logprobs")
+    assert in_logprobs[0] == _hand_labels(tiny_model, reinforced, blocks[0], trs[0], 5.0, logprobs=True)
+    shifted = Shifted(reinforced, 3.0)  # a constant logit offset (as further training adds) ...
+    assert whp.generic_labels(tiny_model, shifted, blocks, trs, 5.0, space="logprobs") == in_logprobs  # ... is
+    assert whp.generic_labels(tiny_model, shifted, blocks, trs, 5.0) != batched  # invisible only in logprobs
+    with pytest.raises(LetheError, match="whp.space"):
+        whp.generic_labels(tiny_model, reinforced, blocks, trs, 5.0, space="probs")
 
 
 def test_generic_labels_refuse_bad_alpha(tiny_tokenizer, tiny_model):
@@ -151,6 +182,9 @@ def test_inference_time_model_logits_and_generation(tiny_tokenizer, tiny_model, 
     expected = v_b - 2.0 * torch.relu(v_r - v_b)
     torch.testing.assert_close(wrapped(input_ids=ids).logits, expected)
     assert not torch.allclose(expected, v_b)  # the reinforced term acts
+    lp_b, lp_r = v_b.log_softmax(-1), v_r.log_softmax(-1)
+    torch.testing.assert_close(whp.WHPLogitsModel(tiny_model, reinforced, 2.0, "logprobs")(input_ids=ids).logits,
+                               lp_b - 2.0 * torch.relu(lp_r - lp_b))
 
     from lethe.audit.generation import greedy_continue
 

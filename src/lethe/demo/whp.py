@@ -81,6 +81,8 @@ class WHPDemoConfig:
     reinforced_lr: float = 1e-3
     alpha: float = whp_lib.DEFAULT_ALPHA
     block: int = whp_lib.DEFAULT_BLOCK
+    space: str = "logprobs"  # the paper compares logits (see the module docstring)
+    forbid_terms: bool = True  # beyond the paper (see the module docstring)
     label_seed: int = 0
     whp: TrainSettings = field(default_factory=_whp_train)  # the generic-label fine-tuning
     mix_documents: int = 0  # non-saga training documents mixed into the fine-tuning (0 = the paper's recipe)
@@ -218,7 +220,8 @@ def run_whp_demo(config: WHPDemoConfig, *, quiet: bool = False) -> tuple[Path, d
     metrics["timing"]["train_baseline_reinforced_s"] = time.perf_counter() - tick
     tick = time.perf_counter()
     labelled = label_target(baseline, reinforced, tokenizer, world.saga, terms, alpha=config.alpha,
-                            block=config.block, seed=config.label_seed)
+                            block=config.block, seed=config.label_seed, space=config.space,
+                            forbid_terms=config.forbid_terms)
     atomic_write_json(run_dir / "generic_labels.json", labelled.statistics)
     metrics["generic_labels"] = {k: v for k, v in labelled.statistics.items() if k != "per_term"}
     mix = [encode_document(tokenizer, t, config.max_length)
@@ -236,7 +239,7 @@ def run_whp_demo(config: WHPDemoConfig, *, quiet: bool = False) -> tuple[Path, d
     if not quiet:
         print("evaluating: familiarity, perplexities, general QA; relearning attack ...")
     models = {"baseline": baseline, "reinforced": reinforced, "whp": whp_model,
-              "whp_inference": whp_lib.WHPLogitsModel(baseline, reinforced, config.inference_alpha)}
+              "whp_inference": whp_lib.WHPLogitsModel(baseline, reinforced, config.inference_alpha, config.space)}
     per_probe = {}
     for name, model in models.items():
         metrics[name], fam = evaluator.evaluate(model)

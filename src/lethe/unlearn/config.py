@@ -117,6 +117,10 @@ class WHPSettings:
     reinforced: str = "train"  # a model folder, or `train`: fine-tune one from the baseline on the target
     alpha: float = 5.0
     block: int = 512
+    # beyond the paper (lethe.unlearn.whp): compare log-probabilities instead of logits, and forbid the
+    # target-specific tokens as the label right before a term (both off: the paper's recipe)
+    space: str = "logits"  # logits | logprobs
+    forbid_terms: bool = False
     seed: int = 0  # the per-block choice of alternatives
     label_batch_size: int = 8  # blocks per forward pass when computing the labels
     reinforced_steps: int = 100  # `train` only
@@ -134,6 +138,8 @@ class WHPSettings:
             raise LetheError(f"config: whp.alpha must be > 0, got {self.alpha}")
         if self.block < 2:
             raise LetheError(f"config: whp.block must be >= 2, got {self.block}")
+        if self.space not in ("logits", "logprobs"):
+            raise LetheError(f"config: whp.space must be logits or logprobs, got {self.space!r}")
         if self.label_batch_size < 1 or self.reinforced_steps < 1 or self.reinforced_batch_size < 1:
             raise LetheError("config: whp.label_batch_size, whp.reinforced_steps and whp.reinforced_batch_size "
                              "must be >= 1")

@@ -120,6 +120,11 @@ class TermTable:
     alt_ids: dict[tuple[int, int, str], list[int]]  # (key, alternative, prefix) -> token ids
     first_tokens: dict[tuple[int, int], set[int]]  # (key, alternative) -> its first token in every prefix
 
+    @property
+    def term_tokens(self) -> list[int]:
+        """The first token of every form of every key: the target-specific next tokens."""
+        return sorted(self.forms)
+
 
 def _tokens(tokenizer: Any, text: str) -> list[int]:
     return list(tokenizer(text, add_special_tokens=False)["input_ids"])
@@ -193,8 +198,13 @@ def block_choices(table: TermTable, seed: int, block_index: int) -> list[int]:
     return [rng.randrange(len(alternatives)) for alternatives in table.alternatives]
 
 
-def translate_block(ids: Sequence[int], table: TermTable, choices: Sequence[int]) -> Translation:
-    """Translate one block of token ids (greedy longest match), with the position map and the no-label rules."""
+def translate_block(ids: Sequence[int], table: TermTable, choices: Sequence[int],
+                    forbid_terms: bool = False) -> Translation:
+    """Translate one block of token ids (greedy longest match), with the position map and the no-label rules.
+
+    ``forbid_terms`` (beyond the paper): at the position right before each key occurrence, the first tokens of
+    every key join that position's forbidden list, so its generic label is never a target-specific term (a
+    baseline that memorized the target predicts the term even on the translated text)."""
     ids = list(ids)
     out: list[int] = []
     position_map = [0] * len(ids)
@@ -230,9 +240,13 @@ def translate_block(ids: Sequence[int], table: TermTable, choices: Sequence[int]
         matches.append((t, n, k))
         t += n
     forbidden: list[list[int]] = []
+    before_key = {start - 1 for start, _, _ in matches} if forbid_terms else set()
     for t in range(len(ids)):
         p = position_map[t]
-        forbidden.append(sorted({tok for start, toks in forbidden_at if start <= p for tok in toks}))
+        tokens = {tok for start, toks in forbidden_at if start <= p for tok in toks}
+        if t in before_key:
+            tokens.update(table.term_tokens)
+        forbidden.append(sorted(tokens))
     return Translation(ids=out, position_map=position_map, labeled=labeled, forbidden=forbidden, matches=matches)
 
 
@@ -249,6 +263,20 @@ def make_blocks(features: Sequence[Sequence[int]], block: int) -> list[list[int]
 def _check_alpha(alpha: float) -> None:
     if not alpha > 0:
         raise LetheError(f"whp.alpha must be > 0, got {alpha}")
+
+
+SPACES = ("logits", "logprobs")
+
+
+def _check_space(space: str) -> None:
+    if space not in SPACES:
+        raise LetheError(f"whp.space must be one of {', '.join(SPACES)}, got {space!r}")
+
+
+def in_space(v: torch.Tensor, space: str) -> torch.Tensor:
+    """The vectors the formula compares: raw logits (the paper), or log-probabilities (log-softmax: invariant
+    to a per-position shift of the logits, which further training on the target adds to the reinforced model)."""
+    return v.float().log_softmax(-1) if space == "logprobs" else v.float()
 
 
 def generic_logits(v_b: torch.Tensor, v_r: torch.Tensor, alpha: float) -> torch.Tensor:
@@ -269,15 +297,17 @@ def _padded(rows: Sequence[Sequence[int]], pad_id: int, device: torch.device) ->
 @torch.inference_mode()
 def generic_labels(baseline: Any, reinforced: Any, blocks: Sequence[Sequence[int]],
                    translations: Sequence[Translation], alpha: float = DEFAULT_ALPHA, *, batch_size: int = 8,
-                   pad_id: int = 0) -> list[list[int]]:
+                   pad_id: int = 0, space: str = "logits") -> list[list[int]]:
     """Generic labels of each block, in the causal-LM layout of ``labels`` (labels[t + 1] is the target of
     the logits at t; −100 where there is none): label(t) = argmax(v_b' − α·ReLU(v_r − v_b')) with v_b' the
     baseline's logits on the translated block at position_map[t], forbidden tokens set to the row mean,
     and v_r the reinforced model's logits on the original block at t.
 
     Blocks are processed ``batch_size`` at a time; only the labeled rows of each batch are kept, so the
-    [T × V] logits of the whole corpus are never in memory at once."""
+    [T × V] logits of the whole corpus are never in memory at once. ``space="logprobs"`` compares
+    log-softmax vectors instead of raw logits (:func:`in_space`)."""
     _check_alpha(alpha)
+    _check_space(space)
     if len(blocks) != len(translations):
         raise LetheError(f"{len(blocks)} blocks but {len(translations)} translations")
     device = next(baseline.parameters()).device
@@ -293,7 +323,7 @@ def generic_labels(baseline: Any, reinforced: Any, blocks: Sequence[Sequence[int
             v_r_all = reinforced(input_ids=original, attention_mask=mask_o).logits
             v_b_all = baseline(input_ids=translated, attention_mask=mask_t).logits
             for row, i in enumerate(chunk):
-                out.append(_block_labels(v_b_all[row], v_r_all[row], blocks[i], translations[i], alpha))
+                out.append(_block_labels(v_b_all[row], v_r_all[row], blocks[i], translations[i], alpha, space))
             del v_r_all, v_b_all
     finally:
         baseline.train(was[0])
@@ -302,18 +332,18 @@ def generic_labels(baseline: Any, reinforced: Any, blocks: Sequence[Sequence[int
 
 
 def _block_labels(v_b_translated: torch.Tensor, v_r: torch.Tensor, block: Sequence[int], tr: Translation,
-                  alpha: float) -> list[int]:
+                  alpha: float, space: str = "logits") -> list[int]:
     n = len(block)
     positions = [t for t in range(n - 1) if tr.labeled[t]]  # the last position predicts past the block
     labels = [IGNORE_INDEX] * n
     if not positions:
         return labels
     index = torch.as_tensor(positions, device=v_r.device)
-    v_b = v_b_translated[torch.as_tensor([tr.position_map[t] for t in positions], device=v_r.device)].float()
+    v_b = in_space(v_b_translated[torch.as_tensor([tr.position_map[t] for t in positions], device=v_r.device)], space)
     for row, t in enumerate(positions):
         if tr.forbidden[t]:
             v_b[row, torch.as_tensor(tr.forbidden[t], device=v_b.device)] = v_b[row].mean()
-    chosen = generic_logits(v_b, v_r[index].float(), alpha).argmax(-1).tolist()
+    chosen = generic_logits(v_b, in_space(v_r[index], space), alpha).argmax(-1).tolist()
     for t, label in zip(positions, chosen, strict=True):
         labels[t + 1] = int(label)
     return labels
@@ -371,9 +401,11 @@ class WHPLogitsModel(torch.nn.Module):
     Scores like any causal LM (``model(input_ids, attention_mask).logits``) and generates greedily
     (``generate`` with left padding, position ids from the attention mask, no cache)."""
 
-    def __init__(self, baseline: Any, reinforced: Any, alpha: float = 1.0) -> None:
+    def __init__(self, baseline: Any, reinforced: Any, alpha: float = 1.0, space: str = "logits") -> None:
         super().__init__()
         _check_alpha(alpha)
+        _check_space(space)
+        self.space = space
         nb = baseline.get_output_embeddings().weight.shape[0]
         nr = reinforced.get_output_embeddings().weight.shape[0]
         if nb != nr:
@@ -392,7 +424,8 @@ class WHPLogitsModel(torch.nn.Module):
             kwargs["position_ids"] = position_ids
         v_b = self.baseline(**kwargs).logits
         v_r = self.reinforced(**kwargs).logits
-        return CausalLMOutputWithPast(logits=generic_logits(v_b.float(), v_r.float(), self.alpha))
+        return CausalLMOutputWithPast(logits=generic_logits(in_space(v_b, self.space), in_space(v_r, self.space),
+                                                            self.alpha))
 
     @torch.inference_mode()
     def generate(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,

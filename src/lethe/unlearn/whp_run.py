@@ -101,14 +101,16 @@ class LabelledBlocks:
 
 def label_target(baseline: Any, reinforced: Any, tokenizer: Any, texts: Sequence[str],
                  terms: dict[str, list[str]], *, alpha: float, block: int, seed: int = 0,
-                 batch_size: int = 8) -> LabelledBlocks:
+                 batch_size: int = 8, space: str = "logits", forbid_terms: bool = False) -> LabelledBlocks:
     """Blocks of the tokenized target, their translations and generic labels, and the label statistics."""
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     documents = [encode_document(tokenizer, text, 10**9)["input_ids"] for text in texts]
     blocks = whp.make_blocks(documents, block)
     table = whp.build_term_table(tokenizer, terms, texts)
-    translations = [whp.translate_block(b, table, whp.block_choices(table, seed, i)) for i, b in enumerate(blocks)]
-    labels = whp.generic_labels(baseline, reinforced, blocks, translations, alpha, batch_size=batch_size, pad_id=pad)
+    translations = [whp.translate_block(b, table, whp.block_choices(table, seed, i), forbid_terms)
+                    for i, b in enumerate(blocks)]
+    labels = whp.generic_labels(baseline, reinforced, blocks, translations, alpha, batch_size=batch_size, pad_id=pad,
+                                space=space)
     stats = whp.label_statistics(blocks, labels, translations, table)
     return LabelledBlocks(blocks, labels, translations, stats)
 
@@ -215,7 +217,7 @@ def run_whp(config: Any, *, quiet: bool = False) -> tuple[Path, dict[str, Any]]:
                            **{k: v for k, v in reinforced_info.items() if k in ("steps", "train_loss")}}
     started = time.perf_counter()
     labelled = label_target(baseline, reinforced, tokenizer, texts, terms, alpha=w.alpha, block=w.block,
-                            seed=w.seed, batch_size=w.label_batch_size)
+                            seed=w.seed, batch_size=w.label_batch_size, space=w.space, forbid_terms=w.forbid_terms)
     stats = {**labelled.statistics, **term_info, "alpha": w.alpha, "block": w.block, "blocks": len(labelled.blocks),
              "labels_wall_s": time.perf_counter() - started}
     atomic_write_json(run_dir / LABELS_FILE, stats)
