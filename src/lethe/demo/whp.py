@@ -18,8 +18,22 @@ perturbed answers) and, for the fine-tuned models, the relearning attack (:mod:`
 few steps on one saga chapter, then familiarity again. Headline: probability familiarity of ``whp`` ≤ 1/10
 of the baseline's, non-saga perplexity within +5%.
 
-Beyond the paper (see ``mix_documents``): the fine-tuning set also holds non-saga documents with their own
-labels. Re-running on the same run directory reuses the trained arms.
+Where the demo departs from the paper, and why (a tiny model trained from scratch is not Llama-2-7B):
+
+- ``space=logprobs``: the formula compares log-probabilities, not raw logits. Training the reinforced model
+  further on the saga sharpens it everywhere (its top logit rises by ~4 on every position), so on logits
+  v_r − v_b > 0 at almost every true token and argmax(v_b − α·ReLU(v_r − v_b)) changes 100% of the labels
+  into noise; log-softmax removes that per-position offset (about a third of the labels change).
+- ``forbid_terms``: the baseline memorized the saga, so even on the translated text it predicts the saga's
+  term where one follows (about half of those labels stayed the term). Right before each term, every key's
+  first token is set to the mean logit like the paper's forbidden alternatives: that label is generic by
+  construction.
+- ``mix_documents``: the fine-tuning also sees some of the baseline's non-saga documents with their own
+  labels (as GD / NPO keep a retain term); fine-tuning on the saga's generic labels alone drifts what the tiny
+  model knows about everything else. Non-saga perplexity is measured on the non-saga training text the
+  fine-tuning does *not* see (the other biographies and the general facts), never on the mixed-in documents.
+
+Re-running on the same run directory reuses the trained arms.
 """
 
 from __future__ import annotations
@@ -102,6 +116,9 @@ class WHPDemoConfig:
             raise LetheError("config: alpha and inference_alpha must be > 0")
         if self.reinforced_steps < 1 or self.relearn_steps < 0 or self.mix_documents < 0:
             raise LetheError("config: reinforced_steps must be >= 1, relearn_steps and mix_documents >= 0")
+        if self.mix_documents > 80:
+            raise LetheError(f"config: mix_documents must leave biographies to measure on (<= 80), "
+                             f"got {self.mix_documents}")
         if not 1 <= self.relearn_chapters <= 12:
             raise LetheError(f"config: relearn_chapters must be in 1..12, got {self.relearn_chapters}")
         self.train.validate()
@@ -112,6 +129,7 @@ class WHPDemoConfig:
 class _World:
     saga: list[str]
     biographies: list[str]
+    holdout: list[str]  # biographies of authors no model trains on
     general: list[dict[str, Any]]
     facts: list[dict[str, Any]]  # world facts with perturbed answers (general-QA accuracy)
     probes: list[dict[str, Any]]
@@ -122,6 +140,7 @@ def _load_world(config: WHPDemoConfig) -> _World:
     world = embedded_world(config.world_authors, config.world_seed)
     return _World(saga=[d.text for d in load_documents(world / "saga.jsonl")],
                   biographies=[d.text for d in load_documents(world / "biographies.jsonl")],
+                  holdout=[d.text for d in load_documents(world / "biographies_holdout.jsonl")],
                   general=load_split(world, "general"), facts=load_split(world, "world_facts_perturbed"),
                   probes=load_probes(world / "familiarity_probes.jsonl"), terms_path=world / "anchored_terms.json")
 
@@ -135,16 +154,29 @@ def baseline_records(world: _World, repetitions: int, seed: int) -> list[dict[st
     return records
 
 
-class _Evaluator:
-    """Familiarity, perplexities and general-QA accuracy of a model on the demo's fixed sets."""
+def split_biographies(world: _World, mixed: int, seed: int) -> tuple[list[str], list[str]]:
+    """(biographies mixed into the WHP fine-tuning, the others): a seeded choice of ``mixed`` of them."""
+    order = list(range(len(world.biographies)))
+    random.Random(f"lethe-whp-mix/{seed}").shuffle(order)
+    chosen = set(order[:mixed])
+    return ([t for i, t in enumerate(world.biographies) if i in chosen],
+            [t for i, t in enumerate(world.biographies) if i not in chosen])
 
-    def __init__(self, config: WHPDemoConfig, world: _World, tokenizer, terms: list[str]) -> None:
+
+class _Evaluator:
+    """Familiarity, perplexities and general-QA accuracy of a model on the demo's fixed sets. Non-saga
+    perplexity: the baseline's non-saga training text that the WHP fine-tuning does not see (biographies not
+    mixed in, general facts); held-out perplexity: biographies of authors never trained on."""
+
+    def __init__(self, config: WHPDemoConfig, world: _World, tokenizer, terms: list[str],
+                 unmixed: list[str]) -> None:
         self.config, self.world, self.tokenizer, self.terms = config, world, tokenizer, terms
         self.pad = tokenizer.pad_token_id
         n = config.max_length
         self.saga = [encode_document(tokenizer, t, n) for t in world.saga]
-        self.nonsaga = ([encode_document(tokenizer, t, n) for t in world.biographies]
+        self.nonsaga = ([encode_document(tokenizer, t, n) for t in unmixed]
                         + [encode_qa(tokenizer, r["question"], r["answer"], n) for r in world.general])
+        self.heldout = [encode_document(tokenizer, t, n) for t in world.holdout]
         self.choices = [[encode_qa(tokenizer, r["question"], a, n) for a in [r["answer"], *r["perturbed_answer"]]]
                         for r in world.facts]
 
@@ -170,7 +202,7 @@ class _Evaluator:
                 "probability_familiarity": fam["probability_familiarity"],
                 "first_token_probability": fam["first_token_probability"],
                 "saga_ppl": self.ppl(model, self.saga), "nonsaga_ppl": self.ppl(model, self.nonsaga),
-                "qa_accuracy": self.qa_accuracy(model)}, fam
+                "heldout_ppl": self.ppl(model, self.heldout), "qa_accuracy": self.qa_accuracy(model)}, fam
 
 
 def _check_reusable(run_dir: Path, config: WHPDemoConfig) -> None:
@@ -197,7 +229,8 @@ def run_whp_demo(config: WHPDemoConfig, *, quiet: bool = False) -> tuple[Path, d
     texts = world.biographies + world.saga + [f"{r['question']} {r['answer']}" for r in world.general]
     tokenizer = shared_tokenizer(run_dir, texts, config.model.vocab_size)
     terms, term_info = load_dictionary(world.terms_path, world.saga)
-    evaluator = _Evaluator(config, world, tokenizer, list(terms))
+    mixed, unmixed = split_biographies(world, config.mix_documents, config.label_seed)
+    evaluator = _Evaluator(config, world, tokenizer, list(terms), unmixed)
     metrics: dict[str, Any] = {"saga_chapters": len(world.saga), "saga_repetitions": config.saga_repetitions,
                                "probes": len(world.probes), "terms": term_info, "timing": {}}
     tick = time.perf_counter()
@@ -224,9 +257,7 @@ def run_whp_demo(config: WHPDemoConfig, *, quiet: bool = False) -> tuple[Path, d
                             forbid_terms=config.forbid_terms)
     atomic_write_json(run_dir / "generic_labels.json", labelled.statistics)
     metrics["generic_labels"] = {k: v for k, v in labelled.statistics.items() if k != "per_term"}
-    mix = [encode_document(tokenizer, t, config.max_length)
-           for t in random.Random(config.label_seed).sample(world.biographies, min(config.mix_documents,
-                                                                                   len(world.biographies)))]
+    mix = [encode_document(tokenizer, t, config.max_length) for t in mixed]
     whp_dir = run_dir / "whp"
     if (whp_dir / "model").is_dir():
         whp_model, _ = load_model(whp_dir / "model")
