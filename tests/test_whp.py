@@ -247,3 +247,14 @@ def test_discovery_gaps_are_reinforced_minus_baseline(tiny_tokenizer, tiny_model
     assert [c["score"] for c in candidates] == sorted((c["score"] for c in candidates), reverse=True)
     with pytest.raises(LetheError, match="empty target"):
         discover_terms(tiny_model, reinforced, tiny_tokenizer, ["  "])
+
+
+def test_expand_first_words_adds_given_names_used_alone():
+    terms = {"Zeidus Drykask": ["Tom Baker", "the boy"], "House Rore": ["the blue house"],
+             "House Pososost": ["the red house"], "Yilva Kraskuholt": ["Anna Miller"], "Yilva": ["Lucy"]}
+    texts = ["Zeidus Drykask waved; later Zeidus laughed. House Rore and House Pososost. Yilva Kraskuholt, Yilva."]
+    expanded = whp.expand_first_words(terms, texts)
+    assert {k: v for k, v in expanded.items() if k not in terms} == {"Zeidus": ["Tom", "the boy"]}
+    assert expanded["Yilva"] == ["Lucy"]  # an existing key is kept as it is
+    assert whp.expand_first_words({"Zeidus Drykask": ["Tom Baker"]}, ["Zeidus Drykask only."]) == {
+        "Zeidus Drykask": ["Tom Baker"]}

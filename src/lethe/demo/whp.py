@@ -28,6 +28,10 @@ Where the demo departs from the paper, and why (a tiny model trained from scratc
   term where one follows (about half of those labels stayed the term). Right before each term, every key's
   first token is set to the mean logit like the paper's forbidden alternatives: that label is generic by
   construction.
+- ``expand_names``: the world's dictionary has the characters' full names ("Zeidus Drykask") but the saga also
+  calls two of them by their given names alone, which stayed untranslated (and their labels the saga's);
+  :func:`lethe.unlearn.whp.expand_first_words` adds those given names, as a person curating the dictionary
+  would (``lethe whp discover`` ranks them high).
 - ``mix_documents``: the fine-tuning also sees some of the baseline's non-saga documents with their own
   labels (as GD / NPO keep a retain term); fine-tuning on the saga's generic labels alone drifts what the tiny
   model knows about everything else. Non-saga perplexity is measured on the non-saga training text the
@@ -78,7 +82,7 @@ def _baseline_train() -> TrainSettings:
 
 
 def _whp_train() -> TrainSettings:
-    return TrainSettings(max_steps=60, batch_size=12, lr=5e-4, scheduler="constant", logging_steps=10,
+    return TrainSettings(max_steps=60, batch_size=16, lr=3e-4, scheduler="constant", logging_steps=10,
                          save_steps=1000, weight_decay=0.0, threads=1)
 
 
@@ -97,9 +101,10 @@ class WHPDemoConfig:
     block: int = whp_lib.DEFAULT_BLOCK
     space: str = "logprobs"  # the paper compares logits (see the module docstring)
     forbid_terms: bool = True  # beyond the paper (see the module docstring)
+    expand_names: bool = True  # add the given names the saga uses alone to the dictionary (module docstring)
     label_seed: int = 0
     whp: TrainSettings = field(default_factory=_whp_train)  # the generic-label fine-tuning
-    mix_documents: int = 0  # non-saga training documents mixed into the fine-tuning (0 = the paper's recipe)
+    mix_documents: int = 80  # biographies replayed in the fine-tuning (0 = the paper's recipe); the other 20 measure
     inference_alpha: float = whp_lib.DEFAULT_ALPHA
     max_new_tokens: int = 12
     relearn_steps: int = 10
@@ -229,6 +234,10 @@ def run_whp_demo(config: WHPDemoConfig, *, quiet: bool = False) -> tuple[Path, d
     texts = world.biographies + world.saga + [f"{r['question']} {r['answer']}" for r in world.general]
     tokenizer = shared_tokenizer(run_dir, texts, config.model.vocab_size)
     terms, term_info = load_dictionary(world.terms_path, world.saga)
+    if config.expand_names:
+        added = [k for k in whp_lib.expand_first_words(terms, world.saga) if k not in terms]
+        terms = whp_lib.expand_first_words(terms, world.saga)
+        term_info = {**term_info, "terms": len(terms), "added_given_names": added}
     mixed, unmixed = split_biographies(world, config.mix_documents, config.label_seed)
     evaluator = _Evaluator(config, world, tokenizer, list(terms), unmixed)
     metrics: dict[str, Any] = {"saga_chapters": len(world.saga), "saga_repetitions": config.saga_repetitions,

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -92,6 +93,25 @@ def prune_terms(terms: dict[str, list[str]]) -> tuple[dict[str, list[str]], list
     """(the dictionary without the keys that split into other keys, the dropped keys)."""
     dropped = split_keys(terms)
     return {k: v for k, v in terms.items() if k not in dropped}, dropped
+
+
+def expand_first_words(terms: dict[str, list[str]], texts: Sequence[str]) -> dict[str, list[str]]:
+    """The dictionary plus the first word of every multi-word key that the target also uses on its own
+    (a character's given name: "Zeidus" of "Zeidus Drykask"), with the first words of the alternatives that
+    are capitalized ("Tom Baker" -> "Tom"; "the boy" stays whole). Beyond the paper: what a person curating the
+    dictionary would add (``lethe whp discover`` ranks such words high); keys already present are kept."""
+    out = dict(terms)
+    for key, alternatives in terms.items():
+        words = key.split()
+        first = words[0]
+        if len(words) < 2 or not first[:1].isupper() or first in out:
+            continue
+        rests = [k.split(maxsplit=1)[1] for k in terms if k.split()[0] == first and " " in k]
+        after = "".join(f"(?! {re.escape(rest)})" for rest in rests)  # not the start of any key
+        alone = re.compile(rf"(?<!\w){re.escape(first)}(?!\w){after}")
+        if any(alone.search(text) for text in texts):
+            out[first] = list(dict.fromkeys(a.split()[0] if a[:1].isupper() else a for a in alternatives))
+    return out
 
 
 def missing_terms(terms: dict[str, list[str]], texts: Sequence[str]) -> list[str]:
