@@ -73,6 +73,16 @@ def test_unlearn_method_whp_end_to_end(tmp_path, model_dir, world_dir, capsys):
     assert metrics["steps"] == 4 and metrics["resumed_from"].endswith("checkpoint-3")
 
 
+def test_unlearn_whp_stops_on_an_exploding_loss(tmp_path, model_dir, world_dir, capsys):
+    run = tmp_path / "run"
+    code = main(["unlearn", "method=whp", f"model.name={model_dir}", f"whp.target={world_dir / 'saga.jsonl'}",
+                 f"whp.terms={world_dir / 'anchored_terms.json'}", "whp.reinforced_steps=1", "train.max_steps=2",
+                 "objective.max_loss=0.01", "--run-dir", str(run), "--quiet"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "unlearning stopped at step 1" in err and "method whp" in err
+    assert not (run / "model").exists()  # the guard stopped before any update
+
+
 @pytest.mark.parametrize(("setting", "content", "message"), [
     ("whp.terms", '{"Yilva": []}', "empty alternative list"),
     ("whp.terms", '["Yilva"]', "non-empty JSON object"),

@@ -153,7 +153,7 @@ def reinforce(baseline: Any, tokenizer: Any, texts: Sequence[str], folder: Path,
 
 
 def finetune(model: Any, tokenizer: Any, features: list[dict[str, Any]], train: TrainSettings, run_dir: Path, *,
-             quiet: bool = True, log: RunLog | None = None) -> tuple[Any, dict[str, Any]]:
+             quiet: bool = True, log: RunLog | None = None, max_loss: float = 1e4) -> tuple[Any, dict[str, Any]]:
     """Fine-tune ``model`` on the generic-label features in ``run_dir`` (checkpoints/, model/), resuming from
     the last checkpoint there; returns (model, metrics)."""
     from lethe.unlearn.trainer import _last_checkpoint, _save_final
@@ -168,7 +168,7 @@ def finetune(model: Any, tokenizer: Any, features: list[dict[str, Any]], train: 
     set_seed(train.seed)
     model.train()
     trainer = WHPTrainer(model=model, args=args, train_dataset=features, data_collator=CausalLMCollator(pad_id=pad),
-                         processing_class=tokenizer, callbacks=[JsonlLogCallback(log)])
+                         processing_class=tokenizer, callbacks=[JsonlLogCallback(log)], max_loss=max_loss)
     if quiet:
         trainer.remove_callback(PrinterCallback)
     log("whp_finetune_start", sequences=len(features), resume_from=resume)
@@ -224,7 +224,7 @@ def run_whp(config: Any, *, quiet: bool = False) -> tuple[Path, dict[str, Any]]:
     log("whp_labels", **{k: v for k, v in stats.items() if not isinstance(v, dict | list)})
     before = target_loss(baseline, tokenizer, texts)
     model, fit = finetune(baseline, tokenizer, training_features(labelled, mix), config.train, run_dir,
-                          quiet=quiet, log=log)
+                          quiet=quiet, log=log, max_loss=config.objective.max_loss)
     metrics = {"method": "whp", **fit, "target_documents": len(texts), "mixed_documents": len(mix),
                "reinforced": reinforced_info, "generic_labels": {k: v for k, v in stats.items() if k != "per_term"},
                "target_nll_before": before, "target_nll_after": target_loss(model, tokenizer, texts)}
