@@ -241,6 +241,7 @@ def run_whp_demo(config: WHPDemoConfig, *, quiet: bool = False) -> tuple[Path, d
     mixed, unmixed = split_biographies(world, config.mix_documents, config.label_seed)
     evaluator = _Evaluator(config, world, tokenizer, list(terms), unmixed)
     metrics: dict[str, Any] = {"saga_chapters": len(world.saga), "saga_repetitions": config.saga_repetitions,
+                               "relearn_steps": config.relearn_steps,
                                "probes": len(world.probes), "terms": term_info, "timing": {}}
     tick = time.perf_counter()
 
@@ -356,7 +357,7 @@ def format_table(metrics: dict[str, Any]) -> str:
                      f"{cell(row['prob. familiarity after relearning'], '.4f')} |")
     rec = metrics.get("relearn_recovery")
     if rec:
-        lines.append(f"\nrelearning ({metrics.get('relearn_steps', '')} steps on saga text): WHP recovers "
+        lines.append(f"\nrelearning ({metrics['relearn_steps']} steps on saga text): WHP fine-tuned recovers "
                      f"{cell(rec['probability_familiarity'], '.0%')} of the removed probability familiarity and "
                      f"{cell(rec['completion_familiarity'], '.0%')} of the completion familiarity")
     lab = metrics["generic_labels"]
