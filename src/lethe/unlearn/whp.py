@@ -331,24 +331,25 @@ def generic_labels(baseline: Any, reinforced: Any, blocks: Sequence[Sequence[int
     if len(blocks) != len(translations):
         raise LetheError(f"{len(blocks)} blocks but {len(translations)} translations")
     device = next(baseline.parameters()).device
-    out: list[list[int]] = []
+    out: list[list[int] | None] = [None] * len(blocks)
+    order = sorted(range(len(blocks)), key=lambda i: len(translations[i].ids))  # length buckets: little padding
     was = (baseline.training, reinforced.training)
     baseline.eval()
     reinforced.eval()
     try:
-        for start in range(0, len(blocks), batch_size):
-            chunk = list(range(start, min(start + batch_size, len(blocks))))
+        for start in range(0, len(order), batch_size):
+            chunk = order[start:start + batch_size]
             original, mask_o = _padded([blocks[i] for i in chunk], pad_id, device)
             translated, mask_t = _padded([translations[i].ids for i in chunk], pad_id, device)
             v_r_all = reinforced(input_ids=original, attention_mask=mask_o).logits
             v_b_all = baseline(input_ids=translated, attention_mask=mask_t).logits
             for row, i in enumerate(chunk):
-                out.append(_block_labels(v_b_all[row], v_r_all[row], blocks[i], translations[i], alpha, space))
+                out[i] = _block_labels(v_b_all[row], v_r_all[row], blocks[i], translations[i], alpha, space)
             del v_r_all, v_b_all
     finally:
         baseline.train(was[0])
         reinforced.train(was[1])
-    return out
+    return out  # type: ignore[return-value]
 
 
 def _block_labels(v_b_translated: torch.Tensor, v_r: torch.Tensor, block: Sequence[int], tr: Translation,
@@ -360,9 +361,11 @@ def _block_labels(v_b_translated: torch.Tensor, v_r: torch.Tensor, block: Sequen
         return labels
     index = torch.as_tensor(positions, device=v_r.device)
     v_b = in_space(v_b_translated[torch.as_tensor([tr.position_map[t] for t in positions], device=v_r.device)], space)
-    for row, t in enumerate(positions):
-        if tr.forbidden[t]:
-            v_b[row, torch.as_tensor(tr.forbidden[t], device=v_b.device)] = v_b[row].mean()
+    rows = [row for row, t in enumerate(positions) for _ in tr.forbidden[t]]
+    if rows:  # forbidden tokens -> the row's mean (computed before any is replaced), in one scatter
+        cols = [tok for t in positions for tok in tr.forbidden[t]]
+        rows_t = torch.as_tensor(rows, device=v_b.device)
+        v_b[rows_t, torch.as_tensor(cols, device=v_b.device)] = v_b.mean(-1)[rows_t]
     chosen = generic_logits(v_b, in_space(v_r[index], space), alpha).argmax(-1).tolist()
     for t, label in zip(positions, chosen, strict=True):
         labels[t + 1] = int(label)
