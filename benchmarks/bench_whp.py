@@ -27,7 +27,7 @@ NAME = "whp_labels"
 FULL_N = 24
 QUICK_N = 6
 BATCH_SIZE = 8
-TARGET = 1.2
+TARGET = 1.0
 
 
 def _inputs(setup: Setup, spec: Spec):

@@ -17,6 +17,7 @@ RUNS=${1:-runs}
 SAGA_STEPS=${2:-60}
 WHP_STEPS=${3:-40}
 LETHE=${LETHE:-.venv/bin/lethe}
+PYTHON=${PYTHON:-.venv/bin/python}
 WORLD="$RUNS/whp-smol-world"
 
 timed() {  # timed NAME COMMAND...: runs the command, records its wall time
@@ -53,7 +54,7 @@ timed "6 relearning attack" "$LETHE" audit relearn --model "$RUNS/whp-smol-unlea
   --terms "$WORLD/anchored_terms.json" --baseline "$RUNS/whp-smol-saga/model" --run-dir "$RUNS/whp-smol-relearn" \
   --quiet
 
-.venv/bin/python - "$RUNS" <<'EOF'
+"$PYTHON" - "$RUNS" <<'EOF'
 import json, sys
 runs = sys.argv[1]
 print("| model | completion familiarity | probability familiarity |")
