@@ -151,32 +151,28 @@ def _tokens(tokenizer: Any, text: str) -> list[int]:
 
 
 def _context_forms(tokenizer: Any, key: str, texts: Sequence[str]) -> set[Form]:
-    """The key's tokenizations: alone, after a space, after a newline, and as it occurs in ``texts``."""
-    forms = {Form(tuple(_tokens(tokenizer, key)), ""), Form(tuple(_tokens(tokenizer, " " + key)), " ")}
+    """The key's tokenizations: alone, after a space, after a newline, and as it occurs in ``texts``. A form's
+    prefix is " " when its first token carries the space (so its alternative is tokenized after one too)."""
+    candidates = {tuple(_tokens(tokenizer, key)), tuple(_tokens(tokenizer, " " + key))}
     newline = _tokens(tokenizer, "\n")
     after = _tokens(tokenizer, "\n" + key)
     if after[: len(newline)] == newline:
-        forms.add(Form(tuple(after[len(newline):]), ""))
-    for text in texts:  # in context: the tokens whose characters are exactly the key (offsets)
+        candidates.add(tuple(after[len(newline):]))
+    for text in texts:  # in context: the tokens whose characters are exactly the key (with its space)
         start = text.find(key)
         if start < 0:
             continue
         encoded = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+        spans = encoded["offset_mapping"]
         while start >= 0:
             end = start + len(key)
-            spaced = start > 0 and text[start - 1] == " "
-            lo = start - 1 if spaced else start
-            covered = [i for i, (a, b) in enumerate(encoded["offset_mapping"]) if a >= lo and b <= end and b > a]
-            if covered:
-                span = encoded["offset_mapping"]
-                first, last = covered[0], covered[-1]
-                exact = span[first][0] in (lo, start) and span[last][1] == end and covered == list(
-                    range(first, last + 1))
-                if exact:
-                    prefix = " " if span[first][0] == lo and spaced else ""
-                    forms.add(Form(tuple(encoded["input_ids"][first:last + 1]), prefix))
+            lo = start - 1 if start > 0 and text[start - 1] == " " else start
+            covered = [i for i, (a, b) in enumerate(spans) if a >= lo and b <= end and b > a]
+            if covered and covered == list(range(covered[0], covered[-1] + 1)) and spans[covered[0]][0] in (
+                    lo, start) and spans[covered[-1]][1] == end:
+                candidates.add(tuple(encoded["input_ids"][covered[0]:covered[-1] + 1]))
             start = text.find(key, start + 1)
-    return {f for f in forms if f.ids}
+    return {Form(ids, " " if tokenizer.decode([ids[0]]).startswith(" ") else "") for ids in candidates if ids}
 
 
 def build_term_table(tokenizer: Any, terms: dict[str, list[str]], texts: Sequence[str] = ()) -> TermTable:
