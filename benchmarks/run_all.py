@@ -4,7 +4,8 @@
 
 ``--quick`` uses N=40 biographies for scoring, N=20 for extraction, 16 forget samples for GUARD (baseline and
 default JVP only) and 20 items per split for TOFU (a smoke run); the full run uses N=200, N=100, GUARD at 64
-and at 400 forget samples (JVP batch size 16; also 1 and 64 at N=64) and 100 items per split.
+and at 400 forget samples (JVP batch size 16; also 1 and 64 at N=64), 100 items per split and 24 WHP
+label blocks (6 with ``--quick``).
 Then the MemSinks step overhead (``bench_memsinks``: the tiny LLaMA, plus SmolLM2-135M or ``--model`` in
 the full run); it has no baseline output to compare, so it enters the summary under ``memsinks``, not
 ``benchmarks``. Exit status 1 if any optimized path's output differs from its baseline's.
@@ -19,7 +20,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from benchmarks import bench_extraction, bench_guard, bench_memsinks, bench_scoring, bench_tofu_eval
+from benchmarks import bench_extraction, bench_guard, bench_memsinks, bench_scoring, bench_tofu_eval, bench_whp
 from benchmarks.common import RESULTS_DIR, Spec, load_avg, machine_info, print_summary
 
 
@@ -35,6 +36,8 @@ def _specs(args: argparse.Namespace) -> dict[str, Spec]:
            for n in ((bench_guard.QUICK_N,) if args.quick else bench_guard.SIZES)},
         "tofu_eval": Spec(n=bench_tofu_eval.QUICK_N if args.quick else bench_tofu_eval.FULL_N,
                           batch_size=bench_tofu_eval.BATCH_SIZE, **common),
+        "whp_labels": Spec(n=bench_whp.QUICK_N if args.quick else bench_whp.FULL_N, batch_size=bench_whp.BATCH_SIZE,
+                           **common),
     }
 
 
@@ -43,7 +46,8 @@ def _runner(name: str, quick: bool) -> Callable[[Spec], dict[str, Any]]:
     if name.startswith("guard_"):
         return lambda spec: bench_guard.run(
             spec, variants=None if not quick and spec.n in bench_guard.SWEEP_SIZES else ())
-    modules = {"scoring": bench_scoring, "extraction": bench_extraction, "tofu_eval": bench_tofu_eval}
+    modules = {"scoring": bench_scoring, "extraction": bench_extraction, "tofu_eval": bench_tofu_eval,
+               "whp_labels": bench_whp}
     return modules[name].run
 
 

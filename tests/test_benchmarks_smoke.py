@@ -12,7 +12,14 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))  # `benchmarks` lives at the repository root, beside `tests`
 
-from benchmarks import bench_extraction, bench_guard, bench_memsinks, bench_scoring, bench_tofu_eval  # noqa: E402
+from benchmarks import (  # noqa: E402
+    bench_extraction,
+    bench_guard,
+    bench_memsinks,
+    bench_scoring,
+    bench_tofu_eval,
+    bench_whp,
+)
 from benchmarks.common import Spec  # noqa: E402
 
 TINY = {"hidden_size": 32, "num_layers": 2, "num_heads": 4, "intermediate_size": 64, "vocab_size": 600,
@@ -108,6 +115,14 @@ def test_memsinks_benchmark_in_process(tmp_path):
                                                    / result["cpu_seconds_median"]["plain"] - 1)
     assert 0 < result["mask_share_of_step"] < 1
     assert torch.get_num_threads() == threads
+
+
+def test_whp_benchmark_in_process(tmp_path):
+    out = tmp_path / "whp_labels.json"
+    report = bench_whp.run(Spec(n=3, batch_size=2, **TINY), isolate=False, out_path=out)
+    data = _check(report, out, {"one_block", "batched"})
+    assert data["variants"]["batched"]["n_items"] == 3 and data["identity"]["batched"]["n_mismatched"] == 0
+    assert not bench_whp.compare_labels([[1, 2]], [[1, 3]])["identical"]
 
 
 def test_compare_functions_detect_differences():

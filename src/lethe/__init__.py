@@ -18,8 +18,8 @@ from typing import Any
 from lethe.errors import LetheError
 
 __version__ = "0.1.0"
-__all__ = ["LetheError", "audit_extraction", "demo_goldfish", "demo_memsinks", "eval_tofu", "goldfish_mask", "train",
-           "unlearn", "__version__"]
+__all__ = ["LetheError", "audit_extraction", "audit_familiarity", "demo_goldfish", "demo_memsinks", "demo_whp",
+           "eval_tofu", "goldfish_mask", "train", "unlearn", "__version__"]
 
 
 def _check_settings(schema: type, settings: dict[str, Any]) -> None:
@@ -106,3 +106,23 @@ def demo_memsinks(overrides: list[str] | tuple[str, ...] = (), quiet: bool = Tru
     from lethe.demo.memsinks import MemSinksDemoConfig, run_memsinks_demo
 
     return run_memsinks_demo(load_config(MemSinksDemoConfig, None, overrides), quiet=quiet)
+
+
+def demo_whp(overrides: list[str] | tuple[str, ...] = (), quiet: bool = True) -> tuple[Path, dict[str, Any]]:
+    """``lethe demo whp overrides...``: returns (run directory, metrics)."""
+    from lethe.config import load_config
+    from lethe.demo.whp import WHPDemoConfig, run_whp_demo
+
+    return run_whp_demo(load_config(WHPDemoConfig, None, overrides), quiet=quiet)
+
+
+def audit_familiarity(model: str | Path, probes: str = "embedded", run_dir: str | Path | None = None,
+                      **settings: Any) -> tuple[Path, dict[str, Any]]:
+    """``lethe audit familiarity --model M --probes P``: returns (run directory, summary); ``settings``: terms,
+    reinforced, alpha (the inference-time WHP model), max_new_tokens, batch_size."""
+    from lethe.audit.commands import FamiliaritySettings
+    from lethe.audit.commands import audit_familiarity as _audit
+
+    _check_settings(FamiliaritySettings, settings)
+    return _audit(FamiliaritySettings(model=str(model), probes=str(probes), **settings), run_dir)
+

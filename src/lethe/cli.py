@@ -1,9 +1,10 @@
 """``lethe <command>``: the command-line interface.
 
-Commands: ``data fictional``, ``train``, ``unlearn``, ``eval tofu``, ``audit extraction|mia|canaries``,
-``memsinks bake``, ``report``, ``demo goldfish|unlearn|memsinks``.
+Commands: ``data fictional``, ``train``, ``unlearn``, ``eval tofu``,
+``audit extraction|mia|canaries|familiarity|relearn``, ``memsinks bake``, ``whp discover``, ``report``,
+``demo goldfish|unlearn|memsinks|whp``.
 Every command writes a run directory; bad input (bad arguments included) ends with one line
-``error: <what is wrong>`` and exit code 2. ``demo goldfish`` exits 1 when its headline does not hold.
+``error: <what is wrong>`` and exit code 2. A demo exits 1 when its headline does not hold.
 """
 
 from __future__ import annotations
@@ -144,6 +145,50 @@ def cmd_audit_canaries(args: argparse.Namespace) -> None:
     _finish(args, run_dir, summary)
 
 
+def cmd_audit_familiarity(args: argparse.Namespace) -> None:
+    from lethe.audit.commands import FamiliaritySettings, audit_familiarity
+
+    if args.reinforced and not args.alpha > 0:
+        raise LetheError(f"--alpha must be > 0, got {args.alpha}")
+    settings = FamiliaritySettings(model=args.model, probes=args.probes, terms=args.terms or "",
+                                   reinforced=args.reinforced or "", alpha=args.alpha,
+                                   max_new_tokens=args.max_new_tokens)
+    run_dir, summary = audit_familiarity(settings, args.run_dir)
+    _finish(args, run_dir, summary)
+
+
+def cmd_audit_relearn(args: argparse.Namespace) -> None:
+    from lethe.audit.relearn import RelearnSettings, audit_relearn
+
+    settings = RelearnSettings(model=args.model, data=args.data, steps=args.steps, lr=args.lr,
+                               probes=args.probes or "", terms=args.terms or "", baseline=args.baseline or "",
+                               tofu_data=args.tofu_data or "", split=args.split, limit=args.limit)
+    run_dir, summary = audit_relearn(settings, args.run_dir)
+    _finish(args, run_dir, summary)
+
+
+def cmd_whp_discover(args: argparse.Namespace) -> None:
+    from pathlib import Path
+
+    from lethe.models import load_model
+    from lethe.unlearn.whp import check_same_vocabulary
+    from lethe.unlearn.whp_discover import discover_terms, write_candidates
+    from lethe.unlearn.whp_run import load_target
+
+    if args.top_k < 1 or args.min_count < 1:
+        raise LetheError("--top-k and --min-count must be >= 1")
+    texts = load_target(args.target)
+    baseline, tokenizer = load_model(args.baseline)
+    reinforced, reinforced_tokenizer = load_model(args.reinforced)
+    check_same_vocabulary(tokenizer, reinforced_tokenizer, baseline, reinforced, where="--reinforced")
+    candidates = discover_terms(baseline, reinforced, tokenizer, texts, top_k=args.top_k, min_count=args.min_count)
+    out = write_candidates(Path(args.out), candidates)
+    print(f"wrote {len(candidates)} candidate terms to {out} (fill in generic alternatives, then pass it as whp.terms)")
+    if not args.quiet:
+        for c in candidates[:20]:
+            print(f"  {c['score']:+.3f}  x{c['count']:<3} {c['term']}")
+
+
 def cmd_report(args: argparse.Namespace) -> None:
     from pathlib import Path
 
@@ -172,7 +217,8 @@ def cmd_unlearn(args: argparse.Namespace) -> None:
         overrides.append(f"run_dir={args.run_dir}")
     config = load_config(UnlearnConfig, path, overrides)
     run_dir, metrics = unlearn_and_evaluate(config, quiet=args.quiet)
-    keys = ("method", "steps", "train_loss", "forget_prob_before", "forget_prob_after", "tofu", "sacrifice_rate")
+    keys = ("method", "steps", "train_loss", "forget_prob_before", "forget_prob_after", "tofu", "sacrifice_rate",
+            "target_nll_before", "target_nll_after", "generic_labels")
     _finish(args, run_dir, {k: metrics[k] for k in keys if k in metrics})
 
 
@@ -230,6 +276,14 @@ def cmd_demo_memsinks(args: argparse.Namespace) -> int:
     return _headline_status(memsinks, config, metrics)
 
 
+def cmd_demo_whp(args: argparse.Namespace) -> int:
+    from lethe.demo import whp
+
+    config = _demo_config(args, whp.WHPDemoConfig)
+    _, metrics = whp.run_whp_demo(config, quiet=args.quiet)
+    return _headline_status(whp, config, metrics)
+
+
 def _memsinks_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--memsinks-mode", choices=("all", "dropout", "exclude", "activate"),
                         help="audit a MemSinks model in this mode (needs its memsinks.json): dropout = sinks off")
@@ -265,7 +319,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.set_defaults(func=cmd_train)
 
     unlearn = commands.add_parser("unlearn", parents=[common], help="unlearn a forget set (GA/GD/KL/NPO/SimNPO/IdkPO"
-                                  ", optionally GUARD-weighted), then TOFU-evaluate",
+                                  ", optionally GUARD-weighted), then TOFU-evaluate; or a text (method=whp)",
                                   description="lethe unlearn [CONFIG.yaml] [key=value ...], e.g. lethe unlearn "
                                               "configs/unlearn.yaml method=npo guard.enabled=true")
     unlearn.add_argument("config", nargs="*", help="a YAML config, then dotted overrides key=value")
@@ -339,6 +393,46 @@ def build_parser() -> argparse.ArgumentParser:
     canaries.add_argument("--run-dir", help="run directory")
     canaries.set_defaults(func=cmd_audit_canaries)
 
+    familiarity = audit.add_parser("familiarity", parents=[common],
+                                   help="familiarity with a target text (WHP): completion- and probability-based")
+    familiarity.add_argument("--model", required=True, help="model folder or preset")
+    familiarity.add_argument("--probes", default="embedded",
+                             help="familiarity probes JSONL (prompt, target), a world folder, or 'embedded'")
+    familiarity.add_argument("--terms", help="anchored-term dictionary JSON: its keys also count as familiar")
+    familiarity.add_argument("--reinforced", help="audit the inference-time WHP model of --model and this "
+                                                  "reinforced model: v_b - alpha * ReLU(v_r - v_b)")
+    familiarity.add_argument("--alpha", type=float, default=1.0, help="inference-time WHP alpha (default 1, MUSE)")
+    familiarity.add_argument("--max-new-tokens", type=int, default=12)
+    familiarity.add_argument("--run-dir", help="run directory")
+    familiarity.set_defaults(func=cmd_audit_familiarity)
+
+    relearn = audit.add_parser("relearn", parents=[common],
+                               help="relearning attack: fine-tune a copy briefly on target text, audit again")
+    relearn.add_argument("--model", required=True, help="the unlearned model folder (any method)")
+    relearn.add_argument("--data", required=True, help="the relearning text: documents JSONL or .txt (a few "
+                                                       "hundred tokens)")
+    relearn.add_argument("--steps", type=int, default=10, help="fine-tuning steps (default 10)")
+    relearn.add_argument("--lr", type=float, default=1e-3)
+    relearn.add_argument("--probes", help="familiarity probes (the WHP audit)")
+    relearn.add_argument("--terms", help="anchored-term dictionary for the completion familiarity")
+    relearn.add_argument("--tofu-data", help="TOFU-format folder (or 'embedded'): forget ROUGE / probability audit")
+    relearn.add_argument("--split", default="forget10", help="forget split for --tofu-data")
+    relearn.add_argument("--limit", type=int, default=0, help="TOFU items per split (0 = all)")
+    relearn.add_argument("--baseline", help="the model before unlearning: adds the recovery fraction")
+    relearn.add_argument("--run-dir", help="run directory")
+    relearn.set_defaults(func=cmd_audit_relearn)
+
+    whp_group = _group(commands, "whp", "Who's Harry Potter helpers")
+    discover = whp_group.add_parser("discover", parents=[common],
+                                    help="rank candidate anchored terms by the reinforced-vs-baseline logit gap")
+    discover.add_argument("--baseline", required=True, help="baseline model folder")
+    discover.add_argument("--reinforced", required=True, help="reinforced model folder (same tokenizer)")
+    discover.add_argument("--target", required=True, help="the target text (.txt / JSONL documents)")
+    discover.add_argument("--out", default="anchored_terms_candidates.json", help="output JSON")
+    discover.add_argument("--top-k", type=int, default=50)
+    discover.add_argument("--min-count", type=int, default=2, help="minimum occurrences of a candidate")
+    discover.set_defaults(func=cmd_whp_discover)
+
     memsinks = _group(commands, "memsinks", "MemSinks models")
     bake = memsinks.add_parser("bake", parents=[common], help="fold a MemSinks mode into a plain HF model",
                                description="lethe memsinks bake MODEL --mode dropout --out DIR: the saved model "
@@ -377,6 +471,13 @@ def build_parser() -> argparse.ArgumentParser:
     demo_memsinks.add_argument("--config", help="YAML config for the demo")
     demo_memsinks.add_argument("--run-dir", help="run directory (re-run the same one to reuse trained arms)")
     demo_memsinks.set_defaults(func=cmd_demo_memsinks)
+    demo_whp = demo.add_parser("whp", parents=[common],
+                               help="Who's Harry Potter: a tiny model forgets the embedded world's saga (generic "
+                                    "labels, fine-tuned and inference-time), familiarity and relearning audits")
+    demo_whp.add_argument("overrides", nargs="*", help="dotted overrides, e.g. alpha=2.5 whp.max_steps=100")
+    demo_whp.add_argument("--config", help="YAML config for the demo")
+    demo_whp.add_argument("--run-dir", help="run directory (re-run the same one to reuse trained arms)")
+    demo_whp.set_defaults(func=cmd_demo_whp)
     return parser
 
 

@@ -429,3 +429,56 @@ def _write_tofu(out: Path, settings: TofuEvalSettings, folder: Path,
         page.add_note(note)
     page.write(out)
     return out, result["summary"]
+
+
+@dataclass
+class FamiliaritySettings:
+    model: str
+    probes: str = EMBEDDED  # familiarity probes JSONL, a world folder, or the embedded world's
+    terms: str = ""  # the anchored-term dictionary: its keys also count as familiar in completions
+    reinforced: str = ""  # with it: the inference-time WHP model v_b - alpha * ReLU(v_r - v_b) of model + this
+    alpha: float = 1.0  # inference-time WHP only (MUSE's default)
+    max_new_tokens: int = 12
+    batch_size: int = 32
+
+
+def load_familiarity_model(settings: FamiliaritySettings):
+    """The model to audit: ``settings.model``, or, with ``reinforced``, the inference-time WHP model."""
+    model, tokenizer = load_model(settings.model)
+    if settings.reinforced:
+        from lethe.unlearn.whp import WHPLogitsModel, check_same_vocabulary
+
+        reinforced, reinforced_tokenizer = load_model(settings.reinforced)
+        check_same_vocabulary(tokenizer, reinforced_tokenizer, model, reinforced, where="--reinforced")
+        model = WHPLogitsModel(model, reinforced, settings.alpha)
+    return model, tokenizer
+
+
+def audit_familiarity(settings: FamiliaritySettings, run_dir: str | Path | None = None) -> tuple[Path, dict[str, Any]]:
+    """``lethe audit familiarity``: completion and probability familiarity; writes familiarity.json."""
+    from lethe.audit.familiarity import COMPLETION_NOTE, familiarity, familiarity_summary, load_probes
+    from lethe.unlearn.whp import load_terms
+
+    if settings.max_new_tokens < 1:
+        raise LetheError(f"--max-new-tokens must be >= 1, got {settings.max_new_tokens}")
+    probes = load_probes(resolve_source(settings.probes))
+    terms = list(load_terms(settings.terms)) if settings.terms else []
+    model, tokenizer = load_familiarity_model(settings)
+    out = new_run_dir("audit-familiarity", run_dir)
+    write_config(out, settings)
+    result = familiarity(model, tokenizer, probes, terms, max_new_tokens=settings.max_new_tokens,
+                         batch_size=settings.batch_size)
+    atomic_write_json(out / "familiarity.json", result)
+    summary = familiarity_summary(result)
+    atomic_write_json(out / "metrics.json", {"familiarity": summary})
+    page = Report("Familiarity audit", subtitle=f"model {settings.model}"
+                                                + (f" (inference-time WHP with {settings.reinforced}, "
+                                                   f"alpha {settings.alpha:g})" if settings.reinforced else ""))
+    page.add_keyvalues({k: v for k, v in summary.items() if k != "judge"})
+    page.add_note(COMPLETION_NOTE)
+    page.add_table([{k: i[k] for k in ("id", "prompt", "target", "completion", "familiar", "probability",
+                                       "first_token_probability")} for i in result["items"]],
+                   caption="Per probe: greedy completion, whether it names a target-specific term absent from the "
+                           "prompt, and P(target | prompt)")
+    page.write(out)
+    return out, summary

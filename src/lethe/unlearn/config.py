@@ -121,6 +121,47 @@ class EvalSettings:
             raise LetheError(f"config: eval.protocol must be open-unlearning or lethe, got {self.protocol!r}")
 
 
+@dataclass
+class WHPSettings:
+    """``whp.*`` of ``lethe unlearn method=whp``."""
+
+    target: str = ""  # the text to forget: .txt / JSONL / JSON documents (a folder: its saga.jsonl)
+    terms: str = ""  # the anchored-term dictionary {term: [alternatives]} (a folder: its anchored_terms.json)
+    reinforced: str = "train"  # a model folder, or `train`: fine-tune one from the baseline on the target
+    alpha: float = 5.0
+    block: int = 512
+    # beyond the paper (lethe.unlearn.whp): compare log-probabilities instead of logits, and forbid the
+    # target-specific tokens as the label right before a term (both off: the paper's recipe)
+    space: str = "logits"  # logits | logprobs
+    forbid_terms: bool = False
+    seed: int = 0  # the per-block choice of alternatives
+    label_batch_size: int = 8  # blocks per forward pass when computing the labels
+    reinforced_steps: int = 100  # `train` only
+    reinforced_lr: float = 1e-3
+    reinforced_batch_size: int = 8
+    mix_documents: str = ""  # non-target documents fine-tuned on with their own labels ("" = none, the paper)
+    mix_count: int = 0  # how many of them (0 = all)
+
+    def validate(self) -> None:
+        if not self.target:
+            raise LetheError("config: whp.target must name the text to forget (a .txt / JSONL file)")
+        if not self.terms:
+            raise LetheError("config: whp.terms must name the anchored-term dictionary (JSON)")
+        if not self.alpha > 0:
+            raise LetheError(f"config: whp.alpha must be > 0, got {self.alpha}")
+        if self.block < 2:
+            raise LetheError(f"config: whp.block must be >= 2, got {self.block}")
+        if self.space not in ("logits", "logprobs"):
+            raise LetheError(f"config: whp.space must be logits or logprobs, got {self.space!r}")
+        if self.label_batch_size < 1 or self.reinforced_steps < 1 or self.reinforced_batch_size < 1:
+            raise LetheError("config: whp.label_batch_size, whp.reinforced_steps and whp.reinforced_batch_size "
+                             "must be >= 1")
+        if not self.reinforced_lr > 0:
+            raise LetheError(f"config: whp.reinforced_lr must be > 0, got {self.reinforced_lr}")
+        if self.mix_count < 0:
+            raise LetheError(f"config: whp.mix_count must be >= 0, got {self.mix_count}")
+
+
 def _unlearn_train_defaults() -> TrainSettings:
     # TOFU unlearning defaults: lr 1e-5, weight decay 0.01, 5 epochs, effective batch 32
     return TrainSettings(lr=1e-5, weight_decay=0.01, epochs=5.0, batch_size=8, grad_accum=4,
@@ -132,7 +173,7 @@ class UnlearnConfig:
     """``lethe unlearn``: remove a forget set from a trained model."""
 
     run_dir: str = ""  # empty = runs/unlearn-<timestamp>
-    method: str = "npo"  # ga | gd | kl | npo | simnpo | idkpo
+    method: str = "npo"  # ga | gd | kl | npo | simnpo | idkpo | whp
     model: ModelSettings = field(default_factory=lambda: ModelSettings(name=""))
     data: UnlearnDataSettings = field(default_factory=UnlearnDataSettings)
     objective: ObjectiveSettings = field(default_factory=ObjectiveSettings)
@@ -140,8 +181,12 @@ class UnlearnConfig:
     lora: LoraSettings = field(default_factory=LoraSettings)
     train: TrainSettings = field(default_factory=_unlearn_train_defaults)
     eval: EvalSettings = field(default_factory=EvalSettings)
+    whp: WHPSettings = field(default_factory=WHPSettings)  # method=whp only
 
     def validate(self) -> None:
+        if str(self.method).lower() == "whp":
+            self._validate_whp()
+            return
         method = get_method(self.method)
         self.method = method.name
         if not self.model.name:
@@ -158,3 +203,14 @@ class UnlearnConfig:
         if self.train.goldfish.enabled:
             raise LetheError("config: train.goldfish is a training-time method; "
                              "it does not apply to unlearning")
+
+    def _validate_whp(self) -> None:
+        """``method=whp``: the WHP settings; GUARD, LoRA and goldfish do not apply."""
+        self.method = "whp"
+        if not self.model.name:
+            raise LetheError("config: set model.name to the baseline model to unlearn from")
+        if self.guard.enabled or self.lora.enabled or self.train.goldfish.enabled:
+            raise LetheError("config: guard, lora and train.goldfish do not apply to method=whp")
+        self.data.validate()
+        self.whp.validate()
+        self.train.validate()

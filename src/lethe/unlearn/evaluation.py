@@ -138,6 +138,10 @@ def unlearn_and_evaluate(config: UnlearnConfig, *, quiet: bool = False) -> tuple
     Writes, besides the files of :func:`run_unlearning`, tofu_eval_before.json (a copy of ``eval.before``
     when given), tofu_eval.json, and the report; nothing outside the run directory."""
     config.validate()
+    if config.method == "whp":  # Who's Harry Potter: a target text, not TOFU splits (lethe.unlearn.whp_run)
+        from lethe.unlearn.whp_run import run_whp
+
+        return run_whp(config, quiet=quiet)
     data = load_unlearn_data(config)  # fail before anything is written: the unlearning data first,
     inputs = check_eval_inputs(config)  # then what the evaluation will read
     after = None if inputs is None else functools.partial(_evaluate_run, config, inputs)
