@@ -71,6 +71,15 @@ def test_unlearn_method_whp_end_to_end(tmp_path, model_dir, world_dir, capsys):
     assert code == 0
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["steps"] == 4 and metrics["resumed_from"].endswith("checkpoint-3")
+    assert json.loads((run / "run.json").read_text())["command"] == "unlearn"
+    # the same command again: a finished run, left exactly as it is
+    weights = (run / "model" / "model.safetensors").read_bytes()
+    capsys.readouterr()
+    code = main(["unlearn", "method=whp", f"model.name={model_dir}", f"whp.target={world_dir / 'saga.jsonl'}",
+                 f"whp.terms={world_dir / 'anchored_terms.json'}", "whp.reinforced_steps=3", "train.max_steps=4",
+                 "train.batch_size=4", "train.lr=1e-3", "train.save_steps=2", "--run-dir", str(run), "--quiet"])
+    assert code == 0 and "is a finished run (4 steps); nothing to do" in capsys.readouterr().err
+    assert (run / "model" / "model.safetensors").read_bytes() == weights
 
 
 def test_unlearn_whp_stops_on_an_exploding_loss(tmp_path, model_dir, world_dir, capsys):

@@ -456,16 +456,23 @@ def load_familiarity_model(settings: FamiliaritySettings):
 
 def audit_familiarity(settings: FamiliaritySettings, run_dir: str | Path | None = None) -> tuple[Path, dict[str, Any]]:
     """``lethe audit familiarity``: completion and probability familiarity; writes familiarity.json."""
-    from lethe.audit.familiarity import COMPLETION_NOTE, familiarity, familiarity_summary, load_probes
+    from lethe.audit.familiarity import load_probes
     from lethe.unlearn.whp import load_terms
 
     if settings.max_new_tokens < 1:
         raise LetheError(f"--max-new-tokens must be >= 1, got {settings.max_new_tokens}")
     probes = load_probes(resolve_source(settings.probes))
     terms = list(load_terms(settings.terms)) if settings.terms else []
+    check_positive("batch_size", settings.batch_size)
     model, tokenizer = load_familiarity_model(settings)
-    out = new_run_dir("audit-familiarity", run_dir)
-    write_config(out, settings)
+    with audit_run("audit-familiarity", run_dir, settings) as run:
+        return _familiarity(run.path, settings, model, tokenizer, probes, terms)
+
+
+def _familiarity(out: Path, settings: FamiliaritySettings, model, tokenizer, probes, terms: list[str]
+                 ) -> tuple[Path, dict[str, Any]]:
+    from lethe.audit.familiarity import COMPLETION_NOTE, familiarity, familiarity_summary
+
     result = familiarity(model, tokenizer, probes, terms, max_new_tokens=settings.max_new_tokens,
                          batch_size=settings.batch_size)
     atomic_write_json(out / "familiarity.json", result)

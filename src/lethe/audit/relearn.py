@@ -25,7 +25,7 @@ from lethe.config import DataSettings, TrainConfig, TrainSettings, to_yaml
 from lethe.data.text import load_documents
 from lethe.errors import LetheError
 from lethe.models import load_model
-from lethe.runs import RunLog, atomic_write_json, atomic_write_text, new_run_dir
+from lethe.runs import RunLog, atomic_write_json, atomic_write_text
 from lethe.train.trainer import train_model
 
 
@@ -97,16 +97,22 @@ SCORES = ("completion_familiarity", "probability_familiarity", "forget_Q_A_ROUGE
 
 def audit_relearn(settings: RelearnSettings, run_dir: str | Path | None = None) -> tuple[Path, dict[str, Any]]:
     """``lethe audit relearn``: forget audit of the model, of its relearned copy (and of the baseline)."""
-    from lethe.report import Report, figures
-
     settings.validate()
     texts = [d.text for d in load_documents(settings.data) if d.text.strip()]
     if not texts:
         raise LetheError(f"{settings.data}: no text to relearn on")
     model, tokenizer = load_model(settings.model)
     baseline = load_model(settings.baseline) if settings.baseline else None
-    out = new_run_dir("audit-relearn", run_dir)
-    atomic_write_text(out / "config.yaml", to_yaml(settings))
+    from lethe.audit.commands import audit_run
+
+    with audit_run("audit-relearn", run_dir, settings) as run:
+        return _relearn(run.path, settings, model, tokenizer, baseline, texts)
+
+
+def _relearn(out: Path, settings: RelearnSettings, model: Any, tokenizer: Any, baseline: Any,
+             texts: list[str]) -> tuple[Path, dict[str, Any]]:
+    from lethe.report import Report, figures
+
     before = _forget_audit(settings, model, tokenizer)
     relearned = relearn_model(model, tokenizer, texts, steps=settings.steps, lr=settings.lr, folder=out / "relearned",
                               max_length=settings.max_length)

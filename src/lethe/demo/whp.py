@@ -65,7 +65,7 @@ from lethe.demo.arms import shared_tokenizer, train_or_reuse
 from lethe.errors import LetheError
 from lethe.models import load_model
 from lethe.report import Report, figures
-from lethe.runs import RunLog, atomic_write_json, atomic_write_text, new_run_dir
+from lethe.runs import RunLog, atomic_write_json, atomic_write_text, demo_run
 from lethe.unlearn import whp as whp_lib
 from lethe.unlearn.whp_run import finetune, label_target, load_dictionary, reinforce, training_features
 
@@ -226,7 +226,13 @@ def run_whp_demo(config: WHPDemoConfig, *, quiet: bool = False) -> tuple[Path, d
     if config.run_dir:
         _check_reusable(Path(config.run_dir), config)
     world = _load_world(config)
-    run_dir = new_run_dir("demo-whp", config.run_dir or None)
+    with demo_run("demo-whp", config.run_dir or None) as run_dir:
+        return _run(config, run_dir, world, quiet, started, cpu_started)
+
+
+def _run(config: WHPDemoConfig, run_dir: Path, world: _World, quiet: bool, started: float,
+         cpu_started: float) -> tuple[Path, dict[str, Any]]:
+    """The demo's stages in its claimed run directory (each stage reused when already trained)."""
     log = RunLog(run_dir)
     atomic_write_text(run_dir / "config.yaml", to_yaml(config))
     if config.train.threads > 0:

@@ -531,11 +531,20 @@ def _finished_metrics(run: Run, config: UnlearnConfig) -> dict[str, Any] | None:
 
 
 def _unlearn_in(run: Run, job: _Job) -> tuple[Path, dict[str, Any]]:
-    """The body of :func:`run_unlearning` in its claimed run directory: nothing for a finished run, else
-    unlearn from the newest complete checkpoint (or from the start)."""
-    run_dir, config = run.path, job.config
+    """The body of :func:`run_unlearning` in its claimed run directory."""
+    return resume_or_finish(run, job.config, job.quiet,
+                            lambda args, resume: _train_and_save(run, job, args, resume))
+
+
+def resume_or_finish(run: Run, config: UnlearnConfig, quiet: bool,
+                     train: Callable[[Any, str | None], tuple[Path, dict[str, Any]]]) -> tuple[Path, dict[str, Any]]:
+    """In a claimed unlearning run directory: nothing for a finished run (its metrics), else
+    ``train(args, resume)`` from the newest complete checkpoint (or from the start) after config.yaml is
+    written; a failure keeps the directory only if this attempt sealed a new checkpoint. Shared by every
+    unlearning recipe (the objectives here, WHP's generic-label fine-tuning)."""
+    run_dir = run.path
     checkpoints = run_dir / "checkpoints"
-    args = training_arguments(config, checkpoints, job.quiet)
+    args = training_arguments(config, checkpoints, quiet)
     if args.should_save:
         clean_incomplete(checkpoints)  # a kill during a save: never resumed from, never kept
     resume = _last_checkpoint(checkpoints)
@@ -554,7 +563,7 @@ def _unlearn_in(run: Run, job: _Job) -> tuple[Path, dict[str, Any]]:
         run.write_text("config.yaml", to_yaml(config))
     run.started = True
     try:
-        return _train_and_save(run, job, args, resume)
+        return train(args, resume)
     except BaseException:
         run.keep = _last_checkpoint(checkpoints) != resume  # this attempt saved a checkpoint
         raise

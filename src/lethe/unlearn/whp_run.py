@@ -26,13 +26,14 @@ from typing import Any
 import torch
 from transformers import PrinterCallback, set_seed
 
+from lethe.checkpoints import checkpoint_step, clean_incomplete, latest_complete
 from lethe.config import DataSettings, TrainConfig, TrainSettings, to_yaml
 from lethe.data.formatting import encode_document
 from lethe.data.text import load_documents, read_text_file
 from lethe.errors import LetheError
 from lethe.losses import sequence_nll
 from lethe.models import load_model
-from lethe.runs import RunLog, atomic_write_json, atomic_write_text, new_run_dir
+from lethe.runs import Run, RunLog, atomic_write_json, atomic_write_text, open_run
 from lethe.train.collator import CausalLMCollator
 from lethe.train.trainer import JsonlLogCallback, train_model, training_arguments
 from lethe.unlearn import whp
@@ -153,28 +154,43 @@ def reinforce(baseline: Any, tokenizer: Any, texts: Sequence[str], folder: Path,
 
 
 def finetune(model: Any, tokenizer: Any, features: list[dict[str, Any]], train: TrainSettings, run_dir: Path, *,
-             quiet: bool = True, log: RunLog | None = None, max_loss: float = 1e4) -> tuple[Any, dict[str, Any]]:
-    """Fine-tune ``model`` on the generic-label features in ``run_dir`` (checkpoints/, model/), resuming from
-    the last checkpoint there; returns (model, metrics)."""
-    from lethe.unlearn.trainer import _last_checkpoint, _save_final
+             args: Any = None, resume: str | None = None, quiet: bool = True, log: RunLog | None = None,
+             max_loss: float = 1e4) -> tuple[Any, dict[str, Any]]:
+    """Fine-tune ``model`` on the generic-label features in ``run_dir`` (checkpoints/, model/); returns
+    (model, metrics). ``args`` / ``resume``: the ``TrainingArguments`` and the sealed checkpoint to resume from,
+    as :func:`lethe.unlearn.trainer.resume_or_finish` gives them; without ``args`` they are built here (from
+    ``train``, checkpoints in ``run_dir/checkpoints``: unsealed ones deleted, the newest sealed one resumed)."""
+    from lethe.train.trainer import finish_from_checkpoint, planned_steps, safe_resume
+    from lethe.unlearn.trainer import _save_final
 
     log = log or RunLog(run_dir)
     if train.threads > 0:
         torch.set_num_threads(train.threads)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    checkpoints = run_dir / "checkpoints"
-    resume = _last_checkpoint(checkpoints)
-    args = training_arguments(TrainConfig(train=train), checkpoints, quiet)
+    if args is None:
+        args = training_arguments(TrainConfig(train=train), run_dir / "checkpoints", quiet)
+        clean_incomplete(run_dir / "checkpoints")
+        newest = latest_complete(run_dir / "checkpoints")
+        resume = str(newest) if newest is not None else None
     set_seed(train.seed)
     model.train()
     trainer = WHPTrainer(model=model, args=args, train_dataset=features, data_collator=CausalLMCollator(pad_id=pad),
-                         processing_class=tokenizer, callbacks=[JsonlLogCallback(log)], max_loss=max_loss)
+                         processing_class=tokenizer, callbacks=[JsonlLogCallback(log)], max_loss=max_loss,
+                         keep_checkpoints=train.save_total_limit)
+    trainer.restore_state(resume)
     if quiet:
         trainer.remove_callback(PrinterCallback)
     log("whp_finetune_start", sequences=len(features), resume_from=resume)
     started = time.perf_counter()
+    done = checkpoint_step(Path(resume)) if resume is not None else 0
     try:
-        output = trainer.train(resume_from_checkpoint=resume)
+        if done >= planned_steps(trainer):  # killed after the last checkpoint, before model/: nothing to train
+            finish_from_checkpoint(trainer, Path(resume))
+            train_loss = trainer.run_loss(0.0)
+        else:
+            with safe_resume(Path(resume) if resume else None):
+                output = trainer.train(resume_from_checkpoint=resume)
+            train_loss = trainer.run_loss(output.training_loss)
     except LetheError as err:
         log("unlearn_stopped", error=str(err), step=trainer.state.global_step)
         raise
@@ -182,14 +198,15 @@ def finetune(model: Any, tokenizer: Any, features: list[dict[str, Any]], train: 
     final = _save_final(trainer, tokenizer, run_dir)
     model = trainer.accelerator.unwrap_model(trainer.model)
     model.eval()
-    return model, {"train_loss": output.training_loss, "steps": trainer.state.global_step,
+    return model, {"train_loss": train_loss, "steps": trainer.state.global_step,
                    "epochs": trainer.state.epoch, "train_wall_s": wall, "resumed_from": resume,
                    "model_dir": str(final)}
 
 
 def run_whp(config: Any, *, quiet: bool = False) -> tuple[Path, dict[str, Any]]:
-    """``lethe unlearn method=whp``: every input checked before anything is written, then the recipe above."""
-    from lethe.unlearn.trainer import check_resume
+    """``lethe unlearn method=whp``: every input checked before anything is written, then the recipe above in
+    the claimed run directory (lock, resume from the newest sealed checkpoint, a finished run left as it is)."""
+    from lethe.unlearn.trainer import resume_or_finish
 
     w: WHPSettings = config.whp
     texts = load_target(w.target)
@@ -202,11 +219,21 @@ def run_whp(config: Any, *, quiet: bool = False) -> tuple[Path, dict[str, Any]]:
         reinforced, reinforced_tokenizer = load_model(w.reinforced)
         whp.check_same_vocabulary(tokenizer, reinforced_tokenizer, baseline, reinforced)
     mix = mix_features(tokenizer, w.mix_documents, w.mix_count, config.data.max_length, w.seed)
-    run_dir = new_run_dir("unlearn", config.run_dir or None)
-    if (run_dir / "checkpoints").is_dir():
-        check_resume(run_dir, config)
+    with open_run("unlearn", config.run_dir or None) as run:
+        def recipe(args: Any, resume: str | None) -> tuple[Path, dict[str, Any]]:
+            return _whp_in(run, config, args, resume, texts, terms, term_info, baseline, reinforced, tokenizer,
+                           mix, quiet)
+
+        return resume_or_finish(run, config, quiet, recipe)
+
+
+def _whp_in(run: Run, config: Any, args: Any, resume: str | None, texts: list[str], terms: Any,
+            term_info: dict[str, Any], baseline: Any, reinforced: Any, tokenizer: Any, mix: list[dict[str, Any]],
+            quiet: bool) -> tuple[Path, dict[str, Any]]:
+    """Reinforce (unless given), label, fine-tune, save metrics and the report; mark the run finished."""
+    w: WHPSettings = config.whp
+    run_dir = run.path
     log = RunLog(run_dir)
-    atomic_write_text(run_dir / "config.yaml", to_yaml(config))
     reinforced_info: dict[str, Any] = {"model": w.reinforced}
     if reinforced is None:
         reinforced, reinforced_info = reinforce(
@@ -223,13 +250,15 @@ def run_whp(config: Any, *, quiet: bool = False) -> tuple[Path, dict[str, Any]]:
     atomic_write_json(run_dir / LABELS_FILE, stats)
     log("whp_labels", **{k: v for k, v in stats.items() if not isinstance(v, dict | list)})
     before = target_loss(baseline, tokenizer, texts)
-    model, fit = finetune(baseline, tokenizer, training_features(labelled, mix), config.train, run_dir,
-                          quiet=quiet, log=log, max_loss=config.objective.max_loss)
+    model, fit = finetune(baseline, tokenizer, training_features(labelled, mix), config.train, run_dir, args=args,
+                          resume=resume, quiet=quiet, log=log, max_loss=config.objective.max_loss)
     metrics = {"method": "whp", **fit, "target_documents": len(texts), "mixed_documents": len(mix),
                "reinforced": reinforced_info, "generic_labels": {k: v for k, v in stats.items() if k != "per_term"},
                "target_nll_before": before, "target_nll_after": target_loss(model, tokenizer, texts)}
-    atomic_write_json(run_dir / "metrics.json", metrics)
-    write_whp_report(run_dir, config, metrics, stats)
+    if args.should_save:
+        atomic_write_json(run_dir / "metrics.json", metrics)
+        write_whp_report(run_dir, config, metrics, stats)
+        run.mark("finished")
     log("unlearn_end", **{k: v for k, v in metrics.items() if not isinstance(v, dict)})
     return run_dir, metrics
 
