@@ -52,7 +52,7 @@ def test_headline_message_names_the_numbers():
     message = headline_failure(load_config(WHPDemoConfig, None, ["alpha=2.5"]), metrics)
     assert "0.250 x the baseline's (needs <= 0.1)" in message and "+3.1%" in message
     assert message.endswith("these differ: alpha (5.0 -> 2.5)")
-    assert "a regression" in headline_failure(WHPDemoConfig(), metrics)
+    assert "at the default settings (known" in headline_failure(WHPDemoConfig(), metrics)
 
 
 @pytest.mark.parametrize(("override", "message"), [("alpha=0", "alpha and inference_alpha must be > 0"),
