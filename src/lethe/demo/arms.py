@@ -9,7 +9,7 @@ from typing import Any
 
 from transformers import AutoTokenizer
 
-from lethe.config import TrainConfig, to_yaml
+from lethe.config import TrainConfig, config_changes, to_yaml
 from lethe.models import load_model, tiny_model, train_bpe_tokenizer
 from lethe.runs import atomic_write_json, atomic_write_text
 from lethe.train.trainer import train_model
@@ -59,3 +59,14 @@ def train_or_reuse(config: TrainConfig, tokenizer, records: list[dict[str, Any]]
         model, _ = load_model(arm_dir / "model")
         return model, metrics
     return train_fresh_tiny(config, tokenizer, records, quiet)
+
+
+def headline_context(why: str, config: Any, ignore: tuple[str, ...], *,
+                     when_default: str = "at the default settings where it should (a regression: please report it)"
+                     ) -> str:
+    """A demo's one-line headline failure: ``why``, then either the settings that differ from the demo's
+    defaults (the headline is claimed only there) or ``when_default``."""
+    changed = config_changes(type(config)(), config, ignore=ignore)
+    if changed:
+        return f"{why}; it is claimed at the default settings, and these differ: {'; '.join(changed)}"
+    return f"{why}, {when_default}"

@@ -49,7 +49,7 @@ from lethe.config import (
 from lethe.data.formatting import encode_document
 from lethe.data.text import load_documents
 from lethe.data.world import embedded_world
-from lethe.demo.arms import shared_tokenizer, train_or_reuse
+from lethe.demo.arms import headline_context, shared_tokenizer, train_or_reuse
 from lethe.errors import LetheError
 from lethe.report import Report, figures
 from lethe.runs import RunLog, atomic_write_json, atomic_write_text, demo_run
@@ -214,10 +214,7 @@ def headline_failure(config: GoldfishDemoConfig, metrics: dict[str, Any]) -> str
     standard, goldfish = (metrics[arm]["extraction"]["n_exact"] for arm in ARMS)
     why = (f"the headline does not hold: standard training memorized {standard}/{n} biographies exactly "
            f"(needs at least half), goldfish {goldfish}/{n} (needs none)")
-    changed = config_changes(GoldfishDemoConfig(), config, ignore=DEMO_MAY_CHANGE)
-    if changed:
-        return f"{why}; it is claimed at the default settings, and these differ: {'; '.join(changed)}"
-    return f"{why}, at the default settings where it should (a regression: please report it)"
+    return headline_context(why, config, DEMO_MAY_CHANGE)
 
 
 def write_demo_report(run_dir: Path, config: GoldfishDemoConfig, metrics: dict[str, Any],

@@ -50,7 +50,7 @@ from lethe.config import (
 from lethe.data.formatting import encode_document
 from lethe.data.text import Document, load_documents
 from lethe.data.world import embedded_world
-from lethe.demo.arms import shared_tokenizer, train_or_reuse
+from lethe.demo.arms import headline_context, shared_tokenizer, train_or_reuse
 from lethe.errors import LetheError
 from lethe.report import Report, figures
 from lethe.runs import RunLog, atomic_write_json, atomic_write_text, demo_run
@@ -326,10 +326,7 @@ def headline_failure(config: MemSinksDemoConfig, metrics: dict[str, Any]) -> str
     why = (f"the headline does not hold: dropping the sinks closed {metrics['gap_closed']:.1%} of the "
            f"repeated/held-out loss gap (needs > {HEADLINE_GAP:.0%}) at a held-out loss "
            f"{metrics['heldout_loss_ratio'] - 1:+.1%} from standard training (needs within {HEADLINE_HELDOUT:.0%})")
-    changed = config_changes(MemSinksDemoConfig(), config, ignore=DEMO_MAY_CHANGE)
-    if changed:
-        return f"{why}; it is claimed at the default settings, and these differ: {'; '.join(changed)}"
-    return f"{why}, at the default settings where it should (a regression: please report it)"
+    return headline_context(why, config, DEMO_MAY_CHANGE)
 
 
 def write_demo_report(run_dir: Path, config: MemSinksDemoConfig, metrics: dict[str, Any]) -> None:

@@ -61,7 +61,7 @@ from lethe.data.formatting import encode_document, encode_qa
 from lethe.data.text import load_documents
 from lethe.data.tofu import load_split
 from lethe.data.world import embedded_world
-from lethe.demo.arms import shared_tokenizer, train_or_reuse
+from lethe.demo.arms import headline_context, shared_tokenizer, train_or_reuse
 from lethe.errors import LetheError
 from lethe.models import load_model
 from lethe.report import Report, figures
@@ -380,11 +380,8 @@ def headline_failure(config: WHPDemoConfig, metrics: dict[str, Any]) -> str:
     why = (f"the headline does not hold: WHP's probability familiarity is {metrics['probability_ratio']:.3f} x the "
            f"baseline's (needs <= {HEADLINE_RATIO:g}) at a non-saga perplexity {metrics['nonsaga_ppl_change']:+.1%} "
            f"from the baseline (needs <= +{HEADLINE_PPL:.0%})")
-    changed = config_changes(WHPDemoConfig(), config, ignore=DEMO_MAY_CHANGE)
-    if changed:
-        return f"{why}; it is claimed at the default settings, and these differ: {'; '.join(changed)}"
-    return (f"{why}, at the default settings (known on this tiny model: the README's Who's Harry Potter section "
-            "gives the measured numbers and why)")
+    return headline_context(why, config, DEMO_MAY_CHANGE, when_default="at the default settings (known on this "
+                            "tiny model: the README's Who's Harry Potter section gives the measured numbers and why)")
 
 
 def write_demo_report(run_dir: Path, config: WHPDemoConfig, metrics: dict[str, Any],
