@@ -125,6 +125,16 @@ def _tofu_and_file(ctx: Ctx) -> None:
     (ctx.tmp / "afile").write_text("keep me")
 
 
+def _long_tofu(ctx: Ctx) -> None:
+    """The test world's TOFU files (work/tofu) with forget10 answers longer than the model's 64 positions."""
+    shutil.copytree(ctx.world, ctx.tmp / "tofu")
+    answer = " ".join(["The lamp stands in the hall of the old house."] * 12)
+    for name in ("forget10.json", "forget10_perturbed.json"):
+        path = ctx.tmp / "tofu" / name
+        rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        path.write_text("".join(json.dumps({**row, "answer": answer}) + "\n" for row in rows))
+
+
 def _read_only(ctx: Ctx) -> None:
     (ctx.tmp / "locked").mkdir()
     os.chmod(ctx.tmp / "locked", 0o555)
@@ -200,6 +210,16 @@ CASES = [
     Case("canaries-samples-0", lambda c: ["audit", "canaries", "--model", str(c.model), "--canaries", str(c.world),
                                           "--samples", "0", "--run-dir", str(c.tmp / "run")],
          "--samples must be >= 1"),
+    Case("canaries-past-positions", lambda c: ["audit", "canaries", "--model", str(c.model), "--canaries",
+                                               str(c.tmp / "canaries.jsonl"), "--run-dir", str(c.tmp / "run")],
+         "exceeds the model's 64 positions", _file("canaries.jsonl", json.dumps(
+             {"id": "long", "prefix": " ".join(["The secret access code of the vault"] * 20) + " is",
+              "secret": "3 6 6 3 7 8", "format": "digits6", "repetitions": 1,
+              "text": " ".join(["The secret access code of the vault"] * 20) + " is 3 6 6 3 7 8"}) + "\n")),
+    Case("tofu-answer-past-positions", lambda c: ["eval", "tofu", "--model", str(c.model), "--data",
+                                                  str(c.tmp / "tofu"), "--split", "forget10", "--limit", "2",
+                                                  "--max-new-tokens", "2", "--run-dir", str(c.tmp / "run")],
+         "exceeds the model's 64 positions", _long_tofu),
     Case("tofu-batch-size-0", _tofu("--batch-size", "0"), "--batch-size must be >= 1"),
     Case("tofu-max-new-tokens-0", lambda c: [*_tofu()(c), "--max-new-tokens", "0"], "--max-new-tokens must be >= 1"),
     Case("tofu-past-positions", _tofu("--max-new-tokens", "60"), "exceeds the model's 64 positions"),

@@ -20,6 +20,7 @@ from typing import Any
 
 import torch
 
+from lethe.errors import LetheError
 from lethe.losses import IGNORE_INDEX
 
 
@@ -91,6 +92,16 @@ def _batches(lengths: Sequence[int], batch_size: int, max_tokens: int | None) ->
     return batches
 
 
+def _check_positions(model: Any, features: Sequence[dict[str, Sequence[int]]]) -> None:
+    from lethe.models import model_positions
+
+    positions = model_positions(model)
+    longest = max((len(f["input_ids"]) for f in features), default=0)
+    if positions is not None and longest > positions:
+        raise LetheError(f"a sequence of {longest} tokens exceeds the model's {positions} positions (shorten the "
+                         "inputs, e.g. a smaller max length, or use a model with more positions)")
+
+
 @torch.inference_mode()
 def score_sequences(model: Any, features: Sequence[dict[str, Sequence[int]]], *, batch_size: int = 16,
                     pad_id: int = 0, max_tokens: int | None = None) -> list[TokenScores]:
@@ -98,8 +109,11 @@ def score_sequences(model: Any, features: Sequence[dict[str, Sequence[int]]], *,
     returned in input order.
 
     Sequences are sorted by length and batched (right padding), so padding costs little; ``max_tokens``
-    also caps the padded tokens of a batch (the [B, T, V] logits of long sequences).
+    also caps the padded tokens of a batch (the [B, T, V] logits of long sequences). A sequence longer than
+    the model's positions is an error: GPT-2 would fail with an IndexError, a rotary model would score it
+    silently past its context (long texts go through :func:`lethe.audit.mia_protocol.text_windows`).
     """
+    _check_positions(model, features)
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
