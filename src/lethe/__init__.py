@@ -18,8 +18,8 @@ from typing import Any
 from lethe.errors import LetheError
 
 __version__ = "0.1.0"
-__all__ = ["LetheError", "audit_extraction", "audit_familiarity", "demo_goldfish", "demo_memsinks", "demo_whp",
-           "eval_tofu", "goldfish_mask", "train", "unlearn", "__version__"]
+__all__ = ["GoldfishCollator", "LetheError", "audit_extraction", "audit_familiarity", "demo_goldfish",
+           "demo_memsinks", "demo_whp", "eval_tofu", "goldfish_mask", "train", "unlearn", "__version__"]
 
 
 def _check_settings(schema: type, settings: dict[str, Any]) -> None:
@@ -30,6 +30,15 @@ def _check_settings(schema: type, settings: dict[str, Any]) -> None:
     unknown = sorted(set(settings) - known)
     if unknown:
         raise LetheError(f"unknown setting(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+
+
+def __getattr__(name: str) -> Any:
+    """``lethe.GoldfishCollator``, imported on first use (``import lethe`` stays light)."""
+    if name == "GoldfishCollator":
+        from lethe.train.goldfish_collator import GoldfishCollator
+
+        return GoldfishCollator
+    raise AttributeError(f"module 'lethe' has no attribute {name!r}")
 
 
 def goldfish_mask(*args: Any, **kwargs: Any):
