@@ -365,6 +365,16 @@ class RunLog:
             handle.write(json.dumps(_json_safe(record), ensure_ascii=False) + "\n")
 
 
+def already_finished(run: Run, metrics: dict[str, Any], further: str) -> dict[str, Any]:
+    """A finished run re-run with settings that would not change it: say so (``further``: how to go on), log
+    it, mark a finished run of an older Lethe (no run.json) as finished; return its stored ``metrics``."""
+    notice(f"{run.path} is a finished run ({metrics.get('steps')} steps); nothing to do ({further})")
+    RunLog(run.path)("already_finished", steps=metrics.get("steps"))
+    if not run.finished:
+        run.mark("finished")
+    return metrics
+
+
 @contextlib.contextmanager
 def demo_run(command: str, requested: str | Path | None) -> Iterator[Path]:
     """:func:`open_run` for a demo: locked and kind-checked; its finished stages are kept when it fails

@@ -53,7 +53,7 @@ from lethe.models import (
     tiny_model,
     train_bpe_tokenizer,
 )
-from lethe.runs import RunLog, atomic_write_json, notice, open_run, publish_dir
+from lethe.runs import RunLog, already_finished, atomic_write_json, open_run, publish_dir
 from lethe.train.collator import CausalLMCollator
 from lethe.train.goldfish import canonical_id_table
 from lethe.train.memsinks import MemSinks, MemSinksSpec, spec_for
@@ -376,18 +376,11 @@ def train_model(config: TrainConfig, run_dir: Path, *, model=None, tokenizer=Non
     trainer.accelerator.wait_for_everyone()
     resume = latest_complete(checkpoints)
     trainer.restore_state(resume)
-    target = planned_steps(trainer)
-    done = checkpoint_step(resume) if resume is not None else 0
-    log("train_start", records=len(features), resume_from=str(resume) if resume else None, target_steps=target)
+    log("train_start", records=len(features), resume_from=str(resume) if resume else None,
+        target_steps=planned_steps(trainer))
     started = time.perf_counter()
     try:
-        if done >= target:  # killed after the last checkpoint, before the model was saved: nothing to train
-            finish_from_checkpoint(trainer, resume)
-            train_loss = trainer.run_loss(0.0)
-        else:
-            with safe_resume(resume):
-                output = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
-            train_loss = trainer.run_loss(output.training_loss)
+        train_loss = train_from(trainer, resume)
     finally:
         if hooks is not None:
             hooks.remove()  # the model leaves in its plain form; memsinks.json says how to evaluate it
@@ -428,6 +421,20 @@ def planned_steps(trainer: Trainer) -> int:
     if trainer.args.max_steps > 0:
         return int(trainer.args.max_steps)
     return int(trainer.set_initial_training_values(trainer.args, trainer.get_train_dataloader())[-1])
+
+
+def train_from(trainer: Trainer, resume: Path | None) -> float:
+    """Train a :class:`~lethe.checkpoints.SealedCheckpoints` trainer from the sealed checkpoint ``resume`` (or
+    from the start) to its planned steps; a run killed after its last checkpoint, before its model was saved,
+    is only loaded (nothing left to train). Returns the mean per-step loss of the whole run, resumed steps
+    included."""
+    done = checkpoint_step(resume) if resume is not None else 0
+    if done >= planned_steps(trainer):
+        finish_from_checkpoint(trainer, resume)
+        return trainer.run_loss(0.0)
+    with safe_resume(resume):
+        output = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+    return trainer.run_loss(output.training_loss)
 
 
 def finish_from_checkpoint(trainer: Trainer, checkpoint: Path) -> None:
@@ -489,12 +496,8 @@ def run_training(config: TrainConfig, *, quiet: bool = False) -> tuple[Path, dic
         changes = check_resume(config, run_dir)
         done = finished_metrics(config, run_dir, changes) if run.finished or run.legacy else None
         if done is not None:
-            notice(f"{run_dir} is a finished run ({done.get('steps')} steps); nothing to do "
-                   "(raise train.max_steps to train further, or use a new --run-dir)")
-            RunLog(run_dir)("already_finished", steps=done.get("steps"))
-            if not run.finished:
-                run.mark("finished")  # a finished run of an older Lethe (no run.json)
-            return run_dir, done
+            return run_dir, already_finished(run, done, "raise train.max_steps to train further, or use a new "
+                                                        "--run-dir")
         if not has_progress(run_dir):  # a fresh start: nothing of a failed earlier attempt is reused
             shutil.rmtree(run_dir / "tokenizer", ignore_errors=True)
             (run_dir / "metrics.json").unlink(missing_ok=True)

@@ -30,7 +30,7 @@ from typing import Any
 import torch
 from transformers import PrinterCallback, Trainer, TrainerCallback, set_seed
 
-from lethe.checkpoints import SealedCheckpoints, checkpoint_step, clean_incomplete, latest_complete, read_state
+from lethe.checkpoints import SealedCheckpoints, clean_incomplete, latest_complete, read_state
 from lethe.config import config_changes, saved_config, to_yaml
 from lethe.data.text import read_text_file
 from lethe.data.tofu import RETAIN_OF
@@ -38,13 +38,12 @@ from lethe.data.world import resolve_source
 from lethe.errors import LetheError
 from lethe.losses import sequence_nll
 from lethe.models import load_model, save_model
-from lethe.runs import Run, RunLog, atomic_write_json, notice, open_run, publish_dir
+from lethe.runs import Run, RunLog, already_finished, atomic_write_json, open_run, publish_dir
 from lethe.train.trainer import (
     JsonlLogCallback,
     check_positions,
-    finish_from_checkpoint,
     planned_steps,
-    safe_resume,
+    train_from,
     training_arguments,
 )
 from lethe.unlearn import guard as guard_lib
@@ -552,12 +551,8 @@ def resume_or_finish(run: Run, config: UnlearnConfig, quiet: bool,
         check_resume(run_dir, config)
     done = _finished_metrics(run, config)
     if done is not None:
-        notice(f"{run_dir} is a finished run ({done.get('steps')} steps); nothing to do "
-               "(raise train.max_steps to unlearn further, or use a new run directory)")
-        RunLog(run_dir)("already_finished", steps=done.get("steps"))
-        if not run.finished:
-            run.mark("finished")  # a finished run of an older Lethe (no run.json)
-        return run_dir, done
+        return run_dir, already_finished(run, done, "raise train.max_steps to unlearn further, or use a new run "
+                                                    "directory")
     run.mark("running")
     if args.should_save:
         run.write_text("config.yaml", to_yaml(config))
@@ -610,19 +605,11 @@ def _train_and_save(run: Run, job: _Job, args, resume: str | None) -> tuple[Path
         guard_info = _setup_guard(trainer, config, forget, retain, ids, run_dir, resume, pad_id)
         log("guard", **guard_info)
 
-    target = planned_steps(trainer)
-    done = checkpoint_step(Path(resume)) if resume is not None else 0
     log("unlearn_start", method=method.name, forget=len(forget), retain=len(retain), resume_from=resume,
-        target_steps=target)
+        target_steps=planned_steps(trainer))
     started = time.perf_counter()
     try:
-        if done >= target:  # killed after the last checkpoint, before the model was saved: nothing to train
-            finish_from_checkpoint(trainer, Path(resume))
-            train_loss = trainer.run_loss(0.0)
-        else:
-            with safe_resume(Path(resume) if resume else None):
-                output = trainer.train(resume_from_checkpoint=resume)
-            train_loss = trainer.run_loss(output.training_loss)
+        train_loss = train_from(trainer, Path(resume) if resume else None)
     except LetheError as err:
         log("unlearn_stopped", error=str(err), step=trainer.state.global_step)
         raise

@@ -26,7 +26,7 @@ from typing import Any
 import torch
 from transformers import PrinterCallback, set_seed
 
-from lethe.checkpoints import checkpoint_step, clean_incomplete, latest_complete
+from lethe.checkpoints import clean_incomplete, latest_complete
 from lethe.config import DataSettings, TrainConfig, TrainSettings, to_yaml
 from lethe.data.formatting import encode_document
 from lethe.data.text import load_documents, read_text_file
@@ -160,7 +160,7 @@ def finetune(model: Any, tokenizer: Any, features: list[dict[str, Any]], train: 
     (model, metrics). ``args`` / ``resume``: the ``TrainingArguments`` and the sealed checkpoint to resume from,
     as :func:`lethe.unlearn.trainer.resume_or_finish` gives them; without ``args`` they are built here (from
     ``train``, checkpoints in ``run_dir/checkpoints``: unsealed ones deleted, the newest sealed one resumed)."""
-    from lethe.train.trainer import finish_from_checkpoint, planned_steps, safe_resume
+    from lethe.train.trainer import train_from
     from lethe.unlearn.trainer import _save_final
 
     log = log or RunLog(run_dir)
@@ -182,15 +182,8 @@ def finetune(model: Any, tokenizer: Any, features: list[dict[str, Any]], train: 
         trainer.remove_callback(PrinterCallback)
     log("whp_finetune_start", sequences=len(features), resume_from=resume)
     started = time.perf_counter()
-    done = checkpoint_step(Path(resume)) if resume is not None else 0
     try:
-        if done >= planned_steps(trainer):  # killed after the last checkpoint, before model/: nothing to train
-            finish_from_checkpoint(trainer, Path(resume))
-            train_loss = trainer.run_loss(0.0)
-        else:
-            with safe_resume(Path(resume) if resume else None):
-                output = trainer.train(resume_from_checkpoint=resume)
-            train_loss = trainer.run_loss(output.training_loss)
+        train_loss = train_from(trainer, Path(resume) if resume else None)
     except LetheError as err:
         log("unlearn_stopped", error=str(err), step=trainer.state.global_step)
         raise
