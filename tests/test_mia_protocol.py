@@ -26,12 +26,9 @@ CHATML = "{% for m in messages %}{{ '<|im_start|>' + m['role'] + '\n' + m['conte
 LONG = " ".join(PLAIN_SENTENCES * 2)  # ~190 tokens: several windows of a 64-position model
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+@pytest.fixture(autouse=True)
+def _one_thread(one_thread):
+    """Every test here runs with one torch thread (conftest's ``one_thread``)."""
 
 
 @pytest.fixture(scope="module")

@@ -70,3 +70,8 @@ def headline_context(why: str, config: Any, ignore: tuple[str, ...], *,
     if changed:
         return f"{why}; it is claimed at the default settings, and these differ: {'; '.join(changed)}"
     return f"{why}, {when_default}"
+
+
+def table_cell(value: Any, spec: str) -> str:
+    """A demo table's cell: ``value`` in format ``spec``, "-" where there is none (an arm not audited)."""
+    return "-" if value is None else format(value, spec)

@@ -50,7 +50,7 @@ from lethe.config import (
 from lethe.data.formatting import encode_document
 from lethe.data.text import Document, load_documents
 from lethe.data.world import embedded_world
-from lethe.demo.arms import headline_context, shared_tokenizer, train_or_reuse
+from lethe.demo.arms import headline_context, shared_tokenizer, table_cell, train_or_reuse
 from lethe.errors import LetheError
 from lethe.report import Report, figures
 from lethe.runs import RunLog, atomic_write_json, atomic_write_text, demo_run
@@ -301,14 +301,11 @@ def format_table(metrics: dict[str, Any]) -> str:
     lines = ["| model | repeated loss | held-out loss | validation loss | gap closed | exact match | ROUGE-L "
              "| MIA loss AUC |", "|---|---|---|---|---|---|---|---|"]
 
-    def cell(value: Any, fmt: str) -> str:
-        return "-" if value is None else format(value, fmt)
-
     for row in _rows(metrics):
         lines.append(f"| {row['model']} | {row['repeated loss']:.3f} | {row['held-out loss']:.3f} "
                      f"| {row['validation loss']:.3f} | {row['gap closed']:.1%} "
-                     f"| {cell(row['exact-match rate'], '.0%')} | {cell(row['ROUGE-L'], '.3f')} "
-                     f"| {cell(row['MIA loss AUC'], '.3f')} |")
+                     f"| {table_cell(row['exact-match rate'], '.0%')} | {table_cell(row['ROUGE-L'], '.3f')} "
+                     f"| {table_cell(row['MIA loss AUC'], '.3f')} |")
     for strategy, d in metrics.get("deletion", {}).items():
         lines.append(f"\nexclude ID(s) {_id_range(d['excluded_ids'])} ({strategy} sinks): gap closed "
                      f"{d['excluded_exclude_gap_closed']:.1%} on them vs {d['kept_exclude_gap_closed']:.1%} on the "

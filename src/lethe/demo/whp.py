@@ -61,7 +61,7 @@ from lethe.data.formatting import encode_document, encode_qa
 from lethe.data.text import load_documents
 from lethe.data.tofu import load_split
 from lethe.data.world import embedded_world
-from lethe.demo.arms import headline_context, shared_tokenizer, train_or_reuse
+from lethe.demo.arms import headline_context, shared_tokenizer, table_cell, train_or_reuse
 from lethe.errors import LetheError
 from lethe.models import load_model
 from lethe.report import Report, figures
@@ -351,21 +351,18 @@ def _rows(metrics: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def format_table(metrics: dict[str, Any]) -> str:
-    def cell(value: Any, fmt: str) -> str:
-        return "-" if value is None else format(value, fmt)
-
     lines = ["| model | completion familiarity | probability familiarity | saga ppl | non-saga ppl | general QA "
              "| after relearning (completion / probability) |", "|---|---|---|---|---|---|---|"]
     for row in _rows(metrics):
         lines.append(f"| {row['model']} | {row['completion familiarity']:.3f} | {row['probability familiarity']:.4f} "
                      f"| {row['saga ppl']:.3f} | {row['non-saga ppl']:.3f} | {row['general QA']:.3f} "
-                     f"| {cell(row['completion familiarity after relearning'], '.3f')} / "
-                     f"{cell(row['prob. familiarity after relearning'], '.4f')} |")
+                     f"| {table_cell(row['completion familiarity after relearning'], '.3f')} / "
+                     f"{table_cell(row['prob. familiarity after relearning'], '.4f')} |")
     rec = metrics.get("relearn_recovery")
     if rec:
         lines.append(f"\nrelearning ({metrics['relearn_steps']} steps on saga text): WHP fine-tuned recovers "
-                     f"{cell(rec['probability_familiarity'], '.0%')} of the removed probability familiarity and "
-                     f"{cell(rec['completion_familiarity'], '.0%')} of the completion familiarity")
+                     f"{table_cell(rec['probability_familiarity'], '.0%')} of the removed probability familiarity and "
+                     f"{table_cell(rec['completion_familiarity'], '.0%')} of the completion familiarity")
     lab = metrics["generic_labels"]
     lines.append(f"generic labels: {lab['changed_fraction']:.1%} of positions changed, "
                  f"{lab['before_term_changed_fraction']:.1%} of those right before an anchored term")
