@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from typing import NoReturn
 
 from lethe.errors import LetheError
+from lethe.progress import set_quiet
 
 
 class UsageError(Exception):
@@ -40,6 +41,7 @@ def _quiet_libraries(quiet: bool) -> None:
     logging.getLogger("transformers").setLevel(logging.ERROR)
     if quiet:
         os.environ["TQDM_DISABLE"] = "1"
+    set_quiet(quiet)  # Lethe's own progress (lethe.progress): per call, so one --quiet does not outlive it
 
 
 def cmd_data_fictional(args: argparse.Namespace) -> None:

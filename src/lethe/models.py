@@ -33,6 +33,7 @@ from transformers import (
 
 from lethe.errors import LetheError
 from lethe.finite import require_finite_model
+from lethe.progress import PREFIX, library_progress, progress
 from lethe.runs import notice, publish_dir
 
 PRESETS = ("tiny", "smollm2-135m")
@@ -115,15 +116,23 @@ def _smollm2_folder() -> Path:
         raise LetheError(f"preset 'smollm2-135m': {source / SMOLLM2_GGUF} not found")
     if importlib.util.find_spec("gguf") is None:
         raise LetheError("preset 'smollm2-135m' needs the gguf package: pip install gguf")
-    tokenizer = AutoTokenizer.from_pretrained(source, gguf_file=SMOLLM2_GGUF)
-    quantized = AutoModelForCausalLM.from_pretrained(source, gguf_file=SMOLLM2_GGUF, dtype=torch.float32)
-    config = quantized.config
-    if hasattr(config, "quantization_config"):
-        delattr(config, "quantization_config")  # de-quantized already; a plain model can be saved
-    model = type(quantized)(config)
-    model.load_state_dict(quantized.state_dict())
-    # another process may have finished meanwhile (kept); an incomplete leftover is replaced
-    publish_dir(target, lambda staging: save_model(model, tokenizer, staging), keep_existing=_converted)
+    from transformers import modeling_gguf_pytorch_utils
+
+    with progress(desc="GGUF conversion", total=3, unit="steps") as steps:  # tokenizer, weights, save
+        steps.write(f"{PREFIX} converting {SMOLLM2_GGUF} to safetensors, once (cached in {target})")
+        tokenizer = AutoTokenizer.from_pretrained(source, gguf_file=SMOLLM2_GGUF)
+        steps.update()
+        with library_progress(modeling_gguf_pytorch_utils, "de-quantizing", unit="tensors"):
+            quantized = AutoModelForCausalLM.from_pretrained(source, gguf_file=SMOLLM2_GGUF, dtype=torch.float32)
+        config = quantized.config
+        if hasattr(config, "quantization_config"):
+            delattr(config, "quantization_config")  # de-quantized already; a plain model can be saved
+        model = type(quantized)(config)
+        model.load_state_dict(quantized.state_dict())
+        steps.update()
+        # another process may have finished meanwhile (kept); an incomplete leftover is replaced
+        publish_dir(target, lambda staging: save_model(model, tokenizer, staging), keep_existing=_converted)
+        steps.update()
     return target
 
 

@@ -306,7 +306,7 @@ def open_run(command: str, requested: str | Path | None = None, *, root: Path = 
     ``allow_legacy=False``: a folder with run output but no run.json (another tool's, or a hand-made mix)
     is refused. On an exception the run's own writes are undone unless ``run.keep`` is set, in which case
     run.json says ``failed``; the lock is always released."""
-    from lethe import locking
+    from lethe import locking, progress
 
     path = Path(requested) if requested else _default_dir(command, root)
     existed = path.is_dir()
@@ -338,7 +338,8 @@ def open_run(command: str, requested: str | Path | None = None, *, root: Path = 
             _remove_created(path, top)
         raise
     try:
-        yield run
+        with progress.run_context(path, _spoken(command)):  # loops report to its log.jsonl
+            yield run
     except BaseException as err:
         if locking.is_main_rank():
             with contextlib.suppress(OSError):  # never hide the run's own error behind a cleanup one

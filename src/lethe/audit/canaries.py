@@ -44,6 +44,7 @@ from lethe.audit.scoring import score_sequences
 from lethe.errors import LetheError
 from lethe.losses import IGNORE_INDEX
 from lethe.models import check_vocab
+from lethe.progress import progress
 
 _DIGITS_FORMAT = re.compile(r"digits([1-9][0-9]*)")
 MIN_SAMPLES = 10
@@ -196,7 +197,7 @@ def canary_exposure(model: Any, tokenizer: Any, canaries: Sequence[dict[str, Any
         checked.append((canary, _Space(canary, where)))
 
     rows = []
-    for index, (canary, space) in enumerate(checked):
+    for index, (canary, space) in enumerate(progress(checked, "canaries", unit="canaries")):
         canary_id = str(canary.get("id", f"canary-{index}"))
         secret_ppl = float(_log_perplexities(model, tokenizer, canary["prefix"], [canary["secret"]],
                                              batch_size)[0])

@@ -2,10 +2,12 @@
 
 Each writes its result JSON (``extraction.json``, ``mia.json``, ``canaries.json``, ``tofu_eval.json``),
 ``metrics.json`` (the summary), the resolved settings as ``config.yaml`` (DESIGN §4) and ``report.md`` /
-``report.html`` with figures, all atomically. The run directory is claimed first (:func:`audit_run`): it
-must be free or an earlier run of the same audit (never a train / unlearn / other audit directory, never a
-finished audit with other settings); ``config.yaml`` is written last, so it always describes the results
-beside it, and a failed audit leaves nothing (or the earlier run as it was).
+``report.html`` with figures, all atomically. The run directory is claimed first, before the model is loaded
+(:func:`audit_run`): it must be free or an earlier run of the same audit (never a train / unlearn / other
+audit directory, never a finished audit with other settings). ``config.yaml`` is written at the start, so a
+running audit's folder says what it runs (its progress is in ``log.jsonl``: :mod:`lethe.progress`);
+``run.json`` says ``running`` until every result is written, and a failed audit leaves nothing (or the
+earlier run as it was).
 """
 
 from __future__ import annotations
@@ -98,9 +100,9 @@ def audit_extraction(settings: ExtractionSettings, run_dir: str | Path | None = 
     check_positive("batch_size", settings.batch_size)
     check_positive("suffix_len", settings.suffix_len)
     documents = load_audit_documents(settings.data, settings.limit)
-    if model is None or tokenizer is None:
-        model, tokenizer = load_model_in_mode(settings.model, settings.memsinks_mode, ids=settings.memsinks_ids)
     with audit_run("audit-extraction", run_dir, settings) as run:
+        if model is None or tokenizer is None:
+            model, tokenizer = load_model_in_mode(settings.model, settings.memsinks_mode, ids=settings.memsinks_ids)
         return _extraction(run, settings, model, tokenizer, documents)
 
 
@@ -142,8 +144,8 @@ def write_config(run_dir: Path, settings: Any) -> Path:
 
 @contextlib.contextmanager
 def audit_run(command: str, run_dir: str | Path | None, settings: Any) -> Iterator[Run]:
-    """Claim the run directory of an audit (see the module docstring); on success config.yaml is written
-    last and run.json says ``finished``."""
+    """Claim the run directory of an audit (see the module docstring): config.yaml is written at once and
+    run.json says ``running`` until the audit's results are written, then ``finished``."""
     text = to_yaml(settings)
     with open_run(command, run_dir, allow_legacy=False) as run:
         config = run.path / "config.yaml"
@@ -151,8 +153,8 @@ def audit_run(command: str, run_dir: str | Path | None, settings: Any) -> Iterat
             raise LetheError(f"{run.path} holds a finished `lethe {command.replace('-', ' ', 1)}` run with other "
                              "settings (its config.yaml); use another --run-dir")
         run.mark("running")
+        run.write_text("config.yaml", text)  # at the start: a running audit says what it runs
         yield run
-        run.write_text("config.yaml", text)
         run.mark("finished")
 
 
@@ -235,10 +237,10 @@ def audit_mia(settings: MIASettings, run_dir: str | Path | None = None, model=No
     members = [text for _, text in load_audit_documents(settings.members)]
     nonmembers = [text for _, text in load_audit_documents(settings.nonmembers)]
     check_members(members, nonmembers)
-    if model is None or tokenizer is None:
-        model, tokenizer = load_model_in_mode(settings.model, settings.memsinks_mode, ids=settings.memsinks_ids)
-    reference = load_model(settings.reference) if settings.reference else None
     with audit_run("audit-mia", run_dir, settings) as run:
+        if model is None or tokenizer is None:
+            model, tokenizer = load_model_in_mode(settings.model, settings.memsinks_mode, ids=settings.memsinks_ids)
+        reference = load_model(settings.reference) if settings.reference else None
         return _mia(run, settings, model, tokenizer, reference, members, nonmembers)
 
 
@@ -318,9 +320,9 @@ def audit_canaries(settings: CanarySettings, run_dir: str | Path | None = None, 
     check_positive("samples", settings.n_samples)
     check_positive("batch_size", settings.batch_size)
     canaries = load_canaries(settings.canaries)
-    if model is None or tokenizer is None:
-        model, tokenizer = load_model(settings.model)
     with audit_run("audit-canaries", run_dir, settings) as run:
+        if model is None or tokenizer is None:
+            model, tokenizer = load_model(settings.model)
         return _canaries(run, settings, model, tokenizer, canaries)
 
 
@@ -402,9 +404,9 @@ def eval_tofu(settings: TofuEvalSettings, run_dir: str | Path | None = None, mod
     check_positive("batch_size", settings.batch_size)
     check_retain_eval(settings.retain_eval)
     folder = resolve_source(settings.data)
-    if model is None or tokenizer is None:
-        model, tokenizer = load_model(settings.model)
     with audit_run("eval-tofu", run_dir, settings) as run:
+        if model is None or tokenizer is None:
+            model, tokenizer = load_model(settings.model)
         result = evaluate_tofu(model, tokenizer, folder, forget_split=settings.split,
                                retain_eval=settings.retain_eval or None, batch_size=settings.batch_size,
                                max_new_tokens=settings.max_new_tokens, limit=settings.limit,
@@ -464,8 +466,8 @@ def audit_familiarity(settings: FamiliaritySettings, run_dir: str | Path | None 
     probes = load_probes(resolve_source(settings.probes))
     terms = list(load_terms(settings.terms)) if settings.terms else []
     check_positive("batch_size", settings.batch_size)
-    model, tokenizer = load_familiarity_model(settings)
     with audit_run("audit-familiarity", run_dir, settings) as run:
+        model, tokenizer = load_familiarity_model(settings)
         return _familiarity(run.path, settings, model, tokenizer, probes, terms)
 
 

@@ -35,6 +35,7 @@ import torch
 from transformers import GenerationConfig
 
 from lethe.errors import LetheError
+from lethe.progress import progress
 
 
 def _model_device(model: Any) -> torch.device:
@@ -177,7 +178,8 @@ def generate_continuations(model: Any, prefixes: Sequence[Sequence[int]], max_ne
     device = _model_device(model)
     results: list[list[list[int]]] = [[] for _ in prefixes]
     with _eval_mode(model), _clean_generation_config(model), torch.inference_mode():
-        for batch in _length_batches([len(p) for p in prefixes], batch_size):
+        for batch in progress(_length_batches([len(p) for p in prefixes], batch_size), "generation",
+                              total=len(prefixes), unit="prompts", size=len):
             input_ids, attention_mask = _left_pad([prefixes[i] for i in batch], pad_id, device)
             output = model.generate(input_ids=input_ids, attention_mask=attention_mask,
                                     generation_config=config)
@@ -223,7 +225,8 @@ def generate_with_model_config(model: Any, prompts: Sequence[Sequence[int]], mas
     device = _model_device(model)
     results: list[list[int]] = [[] for _ in prompts]
     with _eval_mode(model), torch.inference_mode():
-        for batch in _length_batches([len(p) for p in prompts], batch_size):
+        for batch in progress(_length_batches([len(p) for p in prompts], batch_size), "generation",
+                              total=len(prompts), unit="prompts", size=len):
             input_ids, attention_mask = _left_pad([prompts[i] for i in batch], pad_id, device)
             for row, i in enumerate(batch):
                 width = len(prompts[i])

@@ -71,6 +71,7 @@ from lethe.audit.scoring import TokenScores, concat_scores, score_sequences
 from lethe.errors import LetheError
 from lethe.losses import IGNORE_INDEX
 from lethe.models import check_vocab
+from lethe.progress import progress
 
 SIGN_CONVENTION = (
     "higher score = more likely member for every attack; loss, zlib and reference scores are negated "
@@ -279,7 +280,7 @@ def gradnorm_scores(model: Any, samples: Sequence[Feature | Sequence[Feature]], 
     out = np.full(len(samples), np.nan)
     try:
         with torch.enable_grad():
-            for i, sample in enumerate(samples):
+            for i, sample in enumerate(progress(samples, "gradient norms", unit="texts")):
                 parts = [sample] if isinstance(sample, dict) else list(sample)
                 total, count = None, 0
                 for feature in parts:

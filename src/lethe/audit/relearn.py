@@ -101,11 +101,11 @@ def audit_relearn(settings: RelearnSettings, run_dir: str | Path | None = None) 
     texts = [d.text for d in load_documents(settings.data) if d.text.strip()]
     if not texts:
         raise LetheError(f"{settings.data}: no text to relearn on")
-    model, tokenizer = load_model(settings.model)
-    baseline = load_model(settings.baseline) if settings.baseline else None
     from lethe.audit.commands import audit_run
 
     with audit_run("audit-relearn", run_dir, settings) as run:
+        model, tokenizer = load_model(settings.model)
+        baseline = load_model(settings.baseline) if settings.baseline else None
         return _relearn(run.path, settings, model, tokenizer, baseline, texts)
 
 

@@ -22,6 +22,7 @@ import torch
 
 from lethe.errors import LetheError
 from lethe.losses import IGNORE_INDEX
+from lethe.progress import progress
 
 
 @dataclass
@@ -119,7 +120,8 @@ def score_sequences(model: Any, features: Sequence[dict[str, Sequence[int]]], *,
     device = next(model.parameters()).device
     results: list[TokenScores | None] = [None] * len(features)
     try:
-        for chunk in _batches([len(f["input_ids"]) for f in features], batch_size, max_tokens):
+        for chunk in progress(_batches([len(f["input_ids"]) for f in features], batch_size, max_tokens), "scoring",
+                              total=len(features), unit="sequences", size=len):
             width = max(len(features[i]["input_ids"]) for i in chunk)
             input_ids = torch.full((len(chunk), width), pad_id, dtype=torch.long)
             labels = torch.full((len(chunk), width), IGNORE_INDEX, dtype=torch.long)

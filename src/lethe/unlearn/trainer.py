@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import PrinterCallback, Trainer, TrainerCallback, set_seed
+from transformers import Trainer, TrainerCallback, set_seed
 
 from lethe.checkpoints import SealedCheckpoints, clean_incomplete, latest_complete, read_state
 from lethe.config import config_changes, saved_config, to_yaml
@@ -39,6 +39,7 @@ from lethe.errors import LetheError
 from lethe.losses import sequence_nll
 from lethe.models import load_model, save_model
 from lethe.runs import Run, RunLog, already_finished, atomic_write_json, open_run, publish_dir
+from lethe.train.progress_callback import show_training_progress
 from lethe.train.trainer import (
     JsonlLogCallback,
     check_positions,
@@ -593,8 +594,7 @@ def _train_and_save(run: Run, job: _Job, args, resume: str | None) -> tuple[Path
         keep_checkpoints=config.train.save_total_limit,
     )
     trainer.restore_state(resume)
-    if quiet:
-        trainer.remove_callback(PrinterCallback)  # disable_tqdm swaps the progress bar for printed logs
+    show_training_progress(trainer, quiet)
     batch_size = config.train.batch_size
     retain_eval = _sample(retain, len(forget), config.train.seed)
     before = {"forget": mean_nll(trainer.model, forget, batch_size, pad_id),

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import PrinterCallback, set_seed
+from transformers import set_seed
 
 from lethe.checkpoints import clean_incomplete, latest_complete
 from lethe.config import DataSettings, TrainConfig, TrainSettings, to_yaml
@@ -35,6 +35,7 @@ from lethe.losses import sequence_nll
 from lethe.models import load_model
 from lethe.runs import Run, RunLog, atomic_write_json, atomic_write_text, open_run
 from lethe.train.collator import CausalLMCollator
+from lethe.train.progress_callback import show_training_progress
 from lethe.train.trainer import JsonlLogCallback, train_model, training_arguments
 from lethe.unlearn import whp
 from lethe.unlearn.config import WHPSettings
@@ -178,8 +179,7 @@ def finetune(model: Any, tokenizer: Any, features: list[dict[str, Any]], train: 
                          processing_class=tokenizer, callbacks=[JsonlLogCallback(log)], max_loss=max_loss,
                          keep_checkpoints=train.save_total_limit)
     trainer.restore_state(resume)
-    if quiet:
-        trainer.remove_callback(PrinterCallback)
+    show_training_progress(trainer, quiet)
     log("whp_finetune_start", sequences=len(features), resume_from=resume)
     started = time.perf_counter()
     try:
