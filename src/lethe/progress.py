@@ -189,6 +189,8 @@ class Progress:
         step = (self.done - self.last_done) / self.total if self.total else 0.0
         if not ((gap >= MIN_GAP_S and step >= LINE_STEP) or gap >= MAX_GAP_S):
             return
+        if self.total and self.done >= self.total:
+            return  # the last line (close) says it
         self.last_line, self.last_done = now, self.done
         if self.lines:
             self.printed = True
