@@ -42,6 +42,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from lethe.errors import LetheError
 from lethe.losses import sequence_nll
+from lethe.progress import progress
 from lethe.runs import atomic_write_json
 
 NORMALIZATIONS = ("none", "zscore")
@@ -102,7 +103,7 @@ def retain_mean_gradient(model: torch.nn.Module,
     total = {name: torch.zeros_like(p, dtype=torch.float32) for name, p in params.items()}
     count = 0
     with _attribution_mode(model):
-        for batch in retain_batches:
+        for batch in progress(retain_batches, "GUARD retain gradient", unit="batches"):
             losses = per_sample_losses(model, batch)
             grads = torch.autograd.grad(losses.sum(), [params[n] for n in names], allow_unused=True)
             for name, grad in zip(names, grads, strict=True):
@@ -128,7 +129,7 @@ def attribution_scores(model: torch.nn.Module, forget_batches: Iterable[Mapping[
     tangents = {name: grad[name].to(device=p.device, dtype=p.dtype) for name, p in params.items()}
     scores: list[torch.Tensor] = []
     with _attribution_mode(model):
-        for batch in forget_batches:
+        for batch in progress(forget_batches, "GUARD attribution", unit="batches"):
             def losses(p: dict[str, torch.Tensor], batch: Mapping[str, torch.Tensor] = batch) -> torch.Tensor:
                 return per_sample_losses(model, batch, p)
 
