@@ -18,7 +18,6 @@ from collections.abc import Sequence
 from typing import NoReturn
 
 from lethe.errors import LetheError
-from lethe.progress import set_quiet
 
 
 class UsageError(Exception):
@@ -33,6 +32,8 @@ class Parser(argparse.ArgumentParser):
 
 
 def _quiet_libraries(quiet: bool) -> None:
+    from lethe.progress import set_quiet
+
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     import transformers
 

@@ -39,11 +39,11 @@ from lethe.errors import LetheError
 from lethe.losses import sequence_nll
 from lethe.models import load_model, save_model
 from lethe.runs import Run, RunLog, already_finished, atomic_write_json, open_run, publish_dir
-from lethe.train.progress_callback import show_training_progress
 from lethe.train.trainer import (
     JsonlLogCallback,
     check_positions,
     planned_steps,
+    show_training_progress,
     train_from,
     training_arguments,
 )
