@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 import types
 from pathlib import Path
 
@@ -82,6 +83,22 @@ def test_short_loops_print_nothing_but_are_logged_and_inner_loops_stay_quiet(clo
             clock.now += 1.0  # 4 s: no line, one final event
     assert capsys.readouterr().err.strip() == f"[lethe] run directory: {short} (progress in its log.jsonl)"
     assert [(e["done"], e.get("final")) for e in _events(short)] == [(4, True)]
+
+
+def test_a_long_single_batch_still_gets_its_lines_from_the_heartbeat(clock, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(progress_lib, "HEARTBEAT_S", 0.01)
+    with run_context(tmp_path, "eval tofu"):
+        for _ in progress(range(2), "generation", unit="prompts"):
+            clock.now += 31.0  # one batch that takes 31 s and updates nothing meanwhile
+            deadline, err = time.monotonic() + 5, ""
+            while "0/2" not in err and time.monotonic() < deadline:
+                time.sleep(0.01)
+                err += capsys.readouterr().err
+            break
+    assert "[lethe] eval tofu, generation: 0/2 prompts (0%), 31.0 s elapsed\n" in err
+    first, last = _events(tmp_path)
+    assert (first["done"], first["elapsed_s"], first["left_s"]) == (0, 31.0, None) and "final" not in first
+    assert last["final"] is True
 
 
 def test_quiet_silences_stderr_but_not_the_log(clock, tmp_path, capsys, monkeypatch):

@@ -118,7 +118,7 @@ def _smollm2_folder() -> Path:
         raise LetheError("preset 'smollm2-135m' needs the gguf package: pip install gguf")
     from transformers import modeling_gguf_pytorch_utils
 
-    with progress(desc="GGUF conversion", total=3, unit="steps") as steps:  # tokenizer, weights, save
+    with progress(desc="GGUF conversion", total=3, unit="steps", eta=False) as steps:  # tokenizer, weights, save
         steps.write(f"{PREFIX} converting {SMOLLM2_GGUF} to safetensors, once (cached in {target})")
         tokenizer = AutoTokenizer.from_pretrained(source, gguf_file=SMOLLM2_GGUF)
         steps.update()

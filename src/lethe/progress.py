@@ -21,7 +21,9 @@ Quiet = ``--quiet`` (:func:`set_quiet`, which the CLI calls), ``quiet=True`` of 
 ``TQDM_DISABLE`` set in the environment. Nested loops (the scoring of each canary inside the canary loop):
 on a terminal the inner bar is drawn below the outer one and removed when done; lines and log events come
 from the outermost loop only (an inner loop's updates let the outer one report its elapsed time), so
-nothing is written once per inner call. The first bar of a run also names the run directory on stderr.
+nothing is written once per inner call. While a loop is open, a background thread checks the 30 s clock
+every 5 s, so a single batch that takes minutes still gets its lines. The first bar of a run also names the
+run directory on stderr.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ import contextlib
 import math
 import os
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -43,6 +46,7 @@ from lethe.locking import is_main_rank
 LINE_STEP = 0.10  # a line after another 10% of the loop ...
 MIN_GAP_S = 5.0  # ... and at least 5 s after the previous line
 MAX_GAP_S = 30.0  # a line at least every 30 s, whatever the fraction done
+HEARTBEAT_S = 5.0  # how often a background thread checks the 30 s (a batch can take minutes on a CPU)
 PREFIX = "[lethe]"
 _clock = time.monotonic  # (tests replace it)
 
@@ -53,6 +57,7 @@ def _env_quiet() -> bool:
 
 _ENV_QUIET = _env_quiet()  # read once, at import: the CLI sets TQDM_DISABLE itself for other libraries' bars
 _quiet = _ENV_QUIET
+_lock = threading.RLock()  # the heartbeat thread and the loop report through the same state
 _active: list[Progress] = []  # open loops, outermost first
 _runs: list[RunContext] = []  # open runs, innermost last
 
@@ -94,6 +99,13 @@ def run_context(path: str | Path, label: str) -> Iterator[RunContext]:
         _runs.remove(context)
 
 
+def _emit(line: str) -> None:
+    """One whole line on stderr (one write, under the lock: the heartbeat thread never splits a line)."""
+    with _lock:
+        sys.stderr.write(line + "\n")
+        sys.stderr.flush()
+
+
 def format_seconds(seconds: float) -> str:
     """12.3 s, 4 min 05 s, 1 h 02 min."""
     if seconds < 60:
@@ -110,7 +122,7 @@ class Progress:
 
     def __init__(self, iterable: Iterable[Any] | None = None, desc: str = "", *, total: int | None = None,
                  unit: str = "items", size: Callable[[Any], int] | None = None, initial: int = 0,
-                 quiet: bool | None = None) -> None:
+                 quiet: bool | None = None, eta: bool = True) -> None:
         if total is None and size is None and iterable is not None and hasattr(iterable, "__len__"):
             total = len(iterable)  # type: ignore[arg-type]
         self.iterable, self.desc, self.total, self.unit, self.size = iterable, desc, total, unit, size
@@ -118,6 +130,7 @@ class Progress:
         self.started = self.last_line = _clock()
         self.printed = False
         self.closed = False
+        self.eta = eta  # False: units of unequal length (the steps of a conversion), no time-left estimate
         main = is_main_rank()
         self.show = main and not (_quiet or bool(quiet))
         self.outermost = not _active
@@ -129,6 +142,9 @@ class Progress:
         if self.run is not None and not self.run.announced:
             self.run.announced = True
             self.write(f"{PREFIX} run directory: {self.run.path} (progress in its log.jsonl)")
+        self._stop = threading.Event()
+        if self.outermost and (self.lines or self.run is not None):
+            threading.Thread(target=self._heartbeat, name="lethe-progress", daemon=True).start()
 
     def __iter__(self) -> Iterator[Any]:
         if self.iterable is None:
@@ -164,42 +180,50 @@ class Progress:
         if self.bar is not None:
             self.bar.write(line, file=sys.stderr)
         elif self.show:
-            print(line, file=sys.stderr, flush=True)
+            _emit(line)
 
     def close(self) -> None:
-        if self.closed:
-            return
-        self.closed = True
-        elapsed = _clock() - self.started
-        if self.lines and (self.printed or elapsed >= MIN_GAP_S):
-            print(self._line(final=True), file=sys.stderr, flush=True)
-        self._log(final=True)
-        if self.bar is not None:
-            self.bar.close()
-        if self in _active:
-            _active.remove(self)
+        self._stop.set()
+        with _lock:
+            if self.closed:
+                return
+            self.closed = True
+            elapsed = _clock() - self.started
+            if self.lines and (self.printed or elapsed >= MIN_GAP_S):
+                _emit(self._line(final=True))
+            self._log(final=True)
+            if self.bar is not None:
+                self.bar.close()
+            if self in _active:
+                _active.remove(self)
 
     # ---------------------------------------------------------------------------------------- reporting
+
+    def _heartbeat(self) -> None:
+        """While the loop is open: report on the 30 s clock even when no update comes (one long batch)."""
+        while not self._stop.wait(HEARTBEAT_S):
+            self._tick()
 
     def _tick(self) -> None:
         if not (self.lines or self.run is not None):
             return
-        now = _clock()
-        gap = now - self.last_line
-        step = (self.done - self.last_done) / self.total if self.total else 0.0
-        if not ((gap >= MIN_GAP_S and step >= LINE_STEP) or gap >= MAX_GAP_S):
-            return
-        if self.total and self.done >= self.total:
-            return  # the last line (close) says it
-        self.last_line, self.last_done = now, self.done
-        if self.lines:
-            self.printed = True
-            print(self._line(), file=sys.stderr, flush=True)
-        self._log()
+        with _lock:
+            now = _clock()
+            gap = now - self.last_line
+            step = (self.done - self.last_done) / self.total if self.total else 0.0
+            if self.closed or not ((gap >= MIN_GAP_S and step >= LINE_STEP) or gap >= MAX_GAP_S):
+                return
+            if self.total and self.done >= self.total:
+                return  # the last line (close) says it
+            self.last_line, self.last_done = now, self.done
+            if self.lines:
+                self.printed = True
+                _emit(self._line())
+            self._log()
 
     def _left(self, elapsed: float) -> float | None:
         rate = (self.done - self.initial) / elapsed if elapsed > 0 else 0.0
-        if not self.total or rate <= 0:
+        if not self.total or rate <= 0 or not self.eta:
             return None
         return max(self.total - self.done, 0) / rate
 
@@ -233,10 +257,10 @@ class Progress:
 
 def progress(iterable: Iterable[Any] | None = None, desc: str = "", *, total: int | None = None,
              unit: str = "items", size: Callable[[Any], int] | None = None, initial: int = 0,
-             quiet: bool | None = None) -> Progress:
+             quiet: bool | None = None, eta: bool = True) -> Progress:
     """The progress of a loop over ``iterable`` (or, without one, of :meth:`Progress.update` calls):
     ``total`` units (default ``len(iterable)``), each item worth ``size(item)`` units (default 1)."""
-    return Progress(iterable, desc, total=total, unit=unit, size=size, initial=initial, quiet=quiet)
+    return Progress(iterable, desc, total=total, unit=unit, size=size, initial=initial, quiet=quiet, eta=eta)
 
 
 @contextlib.contextmanager
