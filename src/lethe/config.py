@@ -341,15 +341,22 @@ def config_kind(path: Path) -> str:
     return "unlearn" if set(loaded) - train_keys else "train"
 
 
-def config_summary(path: Path) -> str:
-    """The first comment line of a config that is prose, not a command line."""
+def config_summary(path: Path, width: int = 100) -> str:
+    """The first sentence of a config's leading comment (its prose, not its command line), at most ``width``
+    characters."""
+    words: list[str] = []
     for line in path.read_text(encoding="utf-8").splitlines():
-        text = line.lstrip("# ").strip()
-        if not line.startswith("#"):
+        text = line.lstrip("#").strip()
+        if not line.startswith("#") or (not text and words):
             break
         if text and not text.startswith("lethe "):
-            return text
-    return ""
+            words.extend(text.split())
+    summary = " ".join(words)
+    if ". " in summary:
+        summary = summary[: summary.index(". ") + 1]
+    if len(summary) > width:
+        summary = summary[: summary.rindex(" ", 0, width)] + " ..."
+    return summary
 
 
 def load_config(schema: type[T], path: str | Path | None = None, overrides: Sequence[str] = ()) -> T:
