@@ -26,9 +26,13 @@ def is_peft(model: torch.nn.Module) -> bool:
     return hasattr(model, "disable_adapter") and hasattr(model, "peft_config")
 
 
-def apply_lora(model: torch.nn.Module, settings: LoraSettings) -> torch.nn.Module:
-    """``model`` wrapped with fresh LoRA adapters: only the adapters require gradients."""
+def apply_lora(model: torch.nn.Module, settings: LoraSettings, seed: int) -> torch.nn.Module:
+    """``model`` wrapped with fresh LoRA adapters (A drawn from ``seed``: the same run, the same adapters):
+    only the adapters require gradients."""
     from peft import LoraConfig, get_peft_model
+    from transformers import set_seed
+
+    set_seed(seed)
 
     targets: str | list[str] = list(settings.target_modules)
     if targets == ["all-linear"]:

@@ -374,7 +374,7 @@ def train_model(config: TrainConfig, run_dir: Path, *, model=None, tokenizer=Non
     checkpoints = run_dir / "checkpoints"
     hooks = MemSinks(model, spec, "train") if spec is not None else None
     if config.lora.enabled:
-        model = apply_lora(model, config.lora)  # after the hooks: they sit on the base model's MLPs
+        model = apply_lora(model, config.lora, config.train.seed)  # after the hooks: they sit on the base model's MLPs
     trainer = LetheTrainer(
         model=model, args=training_arguments(config, checkpoints, quiet), train_dataset=features,
         data_collator=collator, processing_class=tokenizer,

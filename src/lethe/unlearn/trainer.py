@@ -560,7 +560,7 @@ def _train_and_save(run: Run, job: _Job, args, resume: str | None) -> tuple[Path
     set_seed(config.train.seed)
     ref_model = None
     if config.lora.enabled:
-        model = apply_lora(model, config.lora)
+        model = apply_lora(model, config.lora, config.train.seed)
     elif method.reference:
         ref_model = copy.deepcopy(model)
     model.train()
