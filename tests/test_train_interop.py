@@ -15,8 +15,8 @@ from lethe.errors import LetheError
 from lethe.models import load_model, save_model
 from lethe.train.trainer import run_training, training_arguments
 
-FAST = ["train.scheduler=constant", "data.limit=8", "data.max_length=64", "train.batch_size=4", "train.lr=0.01", "train.logging_steps=1",
-        "train.save_steps=2"]
+FAST = ["train.scheduler=constant", "data.limit=8", "data.max_length=64", "train.batch_size=4", "train.lr=0.01",
+        "train.logging_steps=1", "train.save_steps=2"]
 LORA = ["lora.enabled=true", "lora.r=4", "lora.alpha=8", "lora.dropout=0.0", "lora.target_modules=[q_proj,v_proj]"]
 
 
