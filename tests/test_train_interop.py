@@ -149,3 +149,8 @@ def test_report_to_and_run_name_reach_the_training_arguments(tmp_path):
         load_config(TrainConfig, None, ["train.report_to=tensorbored"])
     with pytest.raises(LetheError, match="train.mixed_precision must be one of no, bf16, fp16"):
         load_config(TrainConfig, None, ["train.mixed_precision=fp8"])
+    bf16 = training_arguments(load_config(TrainConfig, None, ["train.mixed_precision=bf16"]), tmp_path, quiet=True)
+    assert bf16.bf16 and not bf16.fp16
+    if not torch.cuda.is_available():
+        with pytest.raises(LetheError, match="fp16 needs a CUDA GPU"):
+            load_config(TrainConfig, None, ["train.mixed_precision=fp16"])

@@ -197,6 +197,11 @@ class TrainSettings:
         if self.mixed_precision not in MIXED_PRECISION:
             raise LetheError(f"config: train.mixed_precision must be one of {', '.join(MIXED_PRECISION)}, "
                              f"got {self.mixed_precision!r}")
+        if self.mixed_precision == "fp16":
+            import torch
+
+            if not torch.cuda.is_available():
+                raise LetheError("config: train.mixed_precision=fp16 needs a CUDA GPU (none here); use bf16 on a CPU")
         report_targets(self.report_to)
         schedulers = [s.value for s in SchedulerType]
         if self.scheduler not in schedulers:
