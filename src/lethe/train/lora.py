@@ -19,6 +19,7 @@ import torch
 
 from lethe.config import LoraSettings
 from lethe.errors import LetheError
+from lethe.runs import publish_dir
 
 
 def is_peft(model: torch.nn.Module) -> bool:
@@ -70,6 +71,15 @@ def save_adapter(model: torch.nn.Module, tokenizer: Any, folder: Path, base: str
     model.save_pretrained(folder, safe_serialization=True)
     tokenizer.save_pretrained(folder)
     return folder
+
+
+def publish_adapter(model: torch.nn.Module, tokenizer: Any, run_dir: Path, base_name: str) -> Path | None:
+    """``run_dir/adapter`` (staged, then renamed) for a peft model, before its adapters are merged; None for a
+    plain model. Called by the main process only."""
+    if not is_peft(model):
+        return None
+    base = base_reference(base_name)
+    return publish_dir(run_dir / "adapter", lambda staging: save_adapter(model, tokenizer, staging, base))
 
 
 def merged(model: torch.nn.Module) -> torch.nn.Module:

@@ -57,7 +57,7 @@ from lethe.models import (
 from lethe.runs import RunLog, already_finished, atomic_write_json, open_run, publish_dir
 from lethe.train.collator import CausalLMCollator
 from lethe.train.goldfish import canonical_id_table
-from lethe.train.lora import apply_lora, base_reference, is_peft, lora_summary, merged, save_adapter
+from lethe.train.lora import apply_lora, lora_summary, merged, publish_adapter
 from lethe.train.memsinks import MemSinks, MemSinksSpec, spec_for
 
 
@@ -495,9 +495,8 @@ def _save_final_model(trainer: LetheTrainer, tokenizer: PreTrainedTokenizerBase,
             memsinks.save(staging)
 
     if trainer.is_world_process_zero():
-        if is_peft(model) and config is not None:
-            base = base_reference(config.model.name)
-            publish_dir(run_dir / "adapter", lambda staging: save_adapter(model, tokenizer, staging, base))
+        if config is not None:
+            publish_adapter(model, tokenizer, run_dir, config.model.name)
         publish_dir(final, write)
     trainer.accelerator.wait_for_everyone()
     return final

@@ -39,7 +39,7 @@ from lethe.errors import LetheError
 from lethe.losses import sequence_nll
 from lethe.models import load_model, save_model
 from lethe.runs import Run, RunLog, already_finished, atomic_write_json, open_run, publish_dir
-from lethe.train.lora import apply_lora, is_peft, lora_summary, merged
+from lethe.train.lora import apply_lora, is_peft, lora_summary, merged, publish_adapter
 from lethe.train.trainer import (
     NOT_IN_MODEL,
     JsonlLogCallback,
@@ -424,11 +424,14 @@ def _setup_guard(trainer: UnlearnTrainer, config: UnlearnConfig, forget: list[di
     }
 
 
-def _save_final(trainer: UnlearnTrainer, tokenizer, run_dir: Path) -> Path:
-    """model/ (LoRA merged), staged and renamed (:func:`lethe.runs.publish_dir`)."""
+def _save_final(trainer: UnlearnTrainer, tokenizer, run_dir: Path, base_name: str) -> Path:
+    """model/ (LoRA merged; the adapters alone in adapter/ first), staged and renamed
+    (:func:`lethe.runs.publish_dir`)."""
     final = run_dir / "model"
     if trainer.args.should_save:
-        to_save = merged(trainer.accelerator.unwrap_model(trainer.model))
+        model = trainer.accelerator.unwrap_model(trainer.model)
+        publish_adapter(model, tokenizer, run_dir, base_name)
+        to_save = merged(model)
         publish_dir(final, lambda staging: save_model(to_save, tokenizer, staging))
     trainer.accelerator.wait_for_everyone()  # no rank reads model/ before it is complete
     return final
@@ -440,7 +443,8 @@ def run_unlearning(config: UnlearnConfig, *, quiet: bool = False, callbacks: Seq
                    ) -> tuple[Path, dict[str, Any]]:
     """``lethe unlearn``: unlearn ``data.forget_split`` from ``model.name`` into a run directory.
 
-    Writes config.yaml, attribution.json (GUARD), checkpoints/, model/ (safetensors; LoRA merged),
+    Writes config.yaml, attribution.json (GUARD), checkpoints/, model/ (safetensors; LoRA merged, the adapters
+    alone in adapter/),
     metrics.json and log.jsonl; re-running on the same directory resumes from the last checkpoint (with
     the same GUARD settings). Data, model and truncation are checked before anything is written. ``data``:
     what :func:`load_unlearn_data` returned for ``config``, when the caller has loaded it already. ``after``
@@ -600,7 +604,7 @@ def _train_and_save(run: Run, job: _Job, args, resume: str | None) -> tuple[Path
     after = {"forget": mean_nll(trainer.model, forget, batch_size, pad_id),
              "retain": mean_nll(trainer.model, retain_eval, batch_size, pad_id)}
     lora = lora_summary(config.lora, trainer.model)
-    final = _save_final(trainer, tokenizer, run_dir)
+    final = _save_final(trainer, tokenizer, run_dir, config.model.name)
     reference = "none"
     if method.reference:
         reference = "adapters-disabled" if config.lora.enabled else "frozen-copy"
