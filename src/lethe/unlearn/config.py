@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from lethe.config import ModelSettings, TrainSettings
+from lethe.config import LoraSettings, ModelSettings, TrainSettings
 from lethe.errors import LetheError
 from lethe.unlearn.guard import NORMALIZATIONS
 from lethe.unlearn.objectives import get_method, resolve_hyper
@@ -75,28 +75,6 @@ class GuardSettings:
         for key in ("recompute_every", "retain_samples", "batch_size"):
             if getattr(self, key) < 0:
                 raise LetheError(f"config: guard.{key} must be >= 0, got {getattr(self, key)}")
-
-
-@dataclass
-class LoraSettings:
-    """LoRA adapters (peft); the reference model is then the same model with adapters disabled."""
-
-    enabled: bool = False
-    r: int = 8
-    alpha: int = 16
-    dropout: float = 0.05
-    target_modules: list[str] = field(default_factory=lambda: ["all-linear"])
-
-    def validate(self) -> None:
-        if self.enabled:
-            if self.r < 1:
-                raise LetheError(f"config: lora.r must be >= 1, got {self.r}")
-            if self.alpha < 1:
-                raise LetheError(f"config: lora.alpha must be >= 1, got {self.alpha}")
-            if not 0 <= self.dropout < 1:
-                raise LetheError(f"config: lora.dropout must be in [0, 1), got {self.dropout}")
-            if not self.target_modules:
-                raise LetheError("config: lora.target_modules is empty (use [all-linear] or module names)")
 
 
 @dataclass

@@ -39,7 +39,9 @@ from lethe.errors import LetheError
 from lethe.losses import sequence_nll
 from lethe.models import load_model, save_model
 from lethe.runs import Run, RunLog, already_finished, atomic_write_json, open_run, publish_dir
+from lethe.train.lora import apply_lora, is_peft, lora_summary, merged, publish_adapter
 from lethe.train.trainer import (
+    NOT_IN_MODEL,
     JsonlLogCallback,
     check_positions,
     planned_steps,
@@ -48,7 +50,7 @@ from lethe.train.trainer import (
     training_arguments,
 )
 from lethe.unlearn import guard as guard_lib
-from lethe.unlearn.config import GuardSettings, LoraSettings, UnlearnConfig, UnlearnDataSettings
+from lethe.unlearn.config import GuardSettings, UnlearnConfig, UnlearnDataSettings
 from lethe.unlearn.data import (
     ForgetRetainDataset,
     PairCollator,
@@ -79,10 +81,6 @@ from lethe.unlearn.objectives import (
 GUARD_STATE_FILE = "lethe_guard_weights.json"
 
 
-def _is_peft(model: torch.nn.Module) -> bool:
-    return hasattr(model, "disable_adapter") and hasattr(model, "peft_config")
-
-
 class UnlearnTrainer(SealedCheckpoints, Trainer):
     """HF Trainer whose loss is an unlearning objective over paired forget/retain batches."""
 
@@ -98,7 +96,7 @@ class UnlearnTrainer(SealedCheckpoints, Trainer):
             ref_model.requires_grad_(False)
             ref_model.eval()
             self.ref_model = ref_model.to(self.args.device)
-        if method.reference and ref_model is None and not _is_peft(self.model):
+        if method.reference and ref_model is None and not is_peft(self.model):
             raise LetheError(f"method {method.name} needs a reference model (a frozen copy, or LoRA adapters "
                              "to disable)")
         self.sample_weights: torch.Tensor | None = None
@@ -283,7 +281,7 @@ class GuardRecomputeCallback(TrainerCallback):
 
 # what a resumed run may change; every other setting must equal the interrupted run's config.yaml
 UNLEARN_RESUME_MAY_CHANGE = ("run_dir", "train.max_steps", "train.epochs", "train.logging_steps",
-                             "train.save_steps", "train.save_total_limit", "train.threads",
+                             "train.save_steps", "train.save_total_limit", *NOT_IN_MODEL,
                              *(f"eval.{key}" for key in ("enabled", "limit", "max_new_tokens", "batch_size",
                                                          "retain_eval", "before")))  # evaluation runs after
 
@@ -322,21 +320,6 @@ def load_unlearn_data(config: UnlearnConfig) -> UnlearnData:
     retain term and GUARD (which averages retain gradients) is off."""
     need_retain = get_method(config.method).retain != "none" or config.guard.enabled
     return load_forget_retain(config.data, need_retain=need_retain)
-
-
-def apply_lora(model: torch.nn.Module, settings: LoraSettings) -> torch.nn.Module:
-    from peft import LoraConfig, get_peft_model
-
-    targets: str | list[str] = list(settings.target_modules)
-    if targets == ["all-linear"]:
-        targets = "all-linear"
-    config = LoraConfig(r=settings.r, lora_alpha=settings.alpha, lora_dropout=settings.dropout,
-                        target_modules=targets, task_type="CAUSAL_LM")
-    try:
-        return get_peft_model(model, config)
-    except ValueError as err:
-        first = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise LetheError(f"config: lora.target_modules {settings.target_modules}: {first}") from None
 
 
 @torch.no_grad()
@@ -442,12 +425,14 @@ def _setup_guard(trainer: UnlearnTrainer, config: UnlearnConfig, forget: list[di
     }
 
 
-def _save_final(trainer: UnlearnTrainer, tokenizer, run_dir: Path) -> Path:
-    """model/ (LoRA merged), staged and renamed (:func:`lethe.runs.publish_dir`)."""
+def _save_final(trainer: UnlearnTrainer, tokenizer, run_dir: Path, base_name: str) -> Path:
+    """model/ (LoRA merged; the adapters alone in adapter/ first), staged and renamed
+    (:func:`lethe.runs.publish_dir`)."""
     final = run_dir / "model"
     if trainer.args.should_save:
-        unwrapped = trainer.accelerator.unwrap_model(trainer.model)
-        to_save = unwrapped.merge_and_unload() if _is_peft(unwrapped) else unwrapped
+        model = trainer.accelerator.unwrap_model(trainer.model)
+        publish_adapter(model, tokenizer, run_dir, base_name)
+        to_save = merged(model)
         publish_dir(final, lambda staging: save_model(to_save, tokenizer, staging))
     trainer.accelerator.wait_for_everyone()  # no rank reads model/ before it is complete
     return final
@@ -459,7 +444,8 @@ def run_unlearning(config: UnlearnConfig, *, quiet: bool = False, callbacks: Seq
                    ) -> tuple[Path, dict[str, Any]]:
     """``lethe unlearn``: unlearn ``data.forget_split`` from ``model.name`` into a run directory.
 
-    Writes config.yaml, attribution.json (GUARD), checkpoints/, model/ (safetensors; LoRA merged),
+    Writes config.yaml, attribution.json (GUARD), checkpoints/, model/ (safetensors; LoRA merged, the adapters
+    alone in adapter/),
     metrics.json and log.jsonl; re-running on the same directory resumes from the last checkpoint (with
     the same GUARD settings). Data, model and truncation are checked before anything is written. ``data``:
     what :func:`load_unlearn_data` returned for ``config``, when the caller has loaded it already. ``after``
@@ -473,7 +459,8 @@ def run_unlearning(config: UnlearnConfig, *, quiet: bool = False, callbacks: Seq
     refusals = refusal_answers(config.data.idk_file) if method.refusals else []
     if config.train.threads > 0:
         torch.set_num_threads(config.train.threads)
-    model, tokenizer = load_model(config.model.name, trust_remote_code=config.model.trust_remote_code)
+    model, tokenizer = load_model(config.model.name, trust_remote_code=config.model.trust_remote_code,
+                                  dtype=config.model.dtype)
     max_length = config.data.max_length
     check_positions(model, max_length)
     ids = record_ids(forget_records, config.data.forget_split)
@@ -512,7 +499,7 @@ class _Job:
 # changes that leave a finished unlearning run's model as it is (evaluation settings are not among them:
 # a finished run re-run with other eval.* settings is evaluated again, its model is kept)
 FINISHED_MAY_CHANGE = ("run_dir", "train.logging_steps", "train.save_steps", "train.save_total_limit",
-                       "train.threads")
+                       *NOT_IN_MODEL)
 
 
 def _finished_metrics(run: Run, config: UnlearnConfig) -> dict[str, Any] | None:
@@ -578,7 +565,7 @@ def _train_and_save(run: Run, job: _Job, args, resume: str | None) -> tuple[Path
     set_seed(config.train.seed)
     ref_model = None
     if config.lora.enabled:
-        model = apply_lora(model, config.lora)
+        model = apply_lora(model, config.lora, config.train.seed)
     elif method.reference:
         ref_model = copy.deepcopy(model)
     model.train()
@@ -616,7 +603,8 @@ def _train_and_save(run: Run, job: _Job, args, resume: str | None) -> tuple[Path
     wall = time.perf_counter() - started
     after = {"forget": mean_nll(trainer.model, forget, batch_size, pad_id),
              "retain": mean_nll(trainer.model, retain_eval, batch_size, pad_id)}
-    final = _save_final(trainer, tokenizer, run_dir)
+    lora = lora_summary(config.lora, trainer.model)
+    final = _save_final(trainer, tokenizer, run_dir, config.model.name)
     reference = "none"
     if method.reference:
         reference = "adapters-disabled" if config.lora.enabled else "frozen-copy"
@@ -636,8 +624,7 @@ def _train_and_save(run: Run, job: _Job, args, resume: str | None) -> tuple[Path
         "retain_nll_before": before["retain"]["nll"], "retain_nll_after": after["retain"]["nll"],
         "retain_prob_before": before["retain"]["prob"], "retain_prob_after": after["retain"]["prob"],
         "guard": guard_info,
-        "lora": {"enabled": config.lora.enabled, "r": config.lora.r, "alpha": config.lora.alpha,
-                 "dropout": config.lora.dropout, "target_modules": list(config.lora.target_modules)},
+        "lora": lora,
         "reference": reference,
         "train_wall_s": wall,
         "resumed_from": resume,

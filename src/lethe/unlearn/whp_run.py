@@ -206,7 +206,8 @@ def run_whp(config: Any, *, quiet: bool = False) -> tuple[Path, dict[str, Any]]:
     terms, term_info = load_dictionary(w.terms, texts)
     if config.train.threads > 0:
         torch.set_num_threads(config.train.threads)
-    baseline, tokenizer = load_model(config.model.name, trust_remote_code=config.model.trust_remote_code)
+    baseline, tokenizer = load_model(config.model.name, trust_remote_code=config.model.trust_remote_code,
+                                     dtype=config.model.dtype)
     reinforced = None
     if w.reinforced != "train":
         reinforced, reinforced_tokenizer = load_model(w.reinforced)
