@@ -206,11 +206,16 @@ def _mia_curves(data: Any) -> dict[str, tuple[list[float], list[float], float]]:
 
 
 def _exposure(data: Any) -> tuple[list[tuple[int, float]], float | None]:
-    """(repetitions, mean exposure) points and the largest max_exposure of a ``canaries.json``."""
-    if not isinstance(data, dict) or not isinstance(data.get("exposure_by_repetitions"), dict):
+    """(repetitions, exposure) of every canary and the largest max_exposure of a ``canaries.json`` (the means
+    of ``exposure_by_repetitions`` when it lists no canaries)."""
+    if not isinstance(data, dict):
         return [], None
-    points = sorted((int(r), _real(e)) for r, e in data["exposure_by_repetitions"].items() if str(r).isdigit())
-    ceilings = [_real(c.get("max_exposure")) for c in data.get("canaries") or [] if isinstance(c, dict)]
+    rows = [c for c in data.get("canaries") or [] if isinstance(c, dict)]
+    points = sorted((int(c["repetitions"]), _real(c.get("exposure"))) for c in rows
+                    if isinstance(c.get("repetitions"), int) and not isinstance(c["repetitions"], bool))
+    if not points and isinstance(data.get("exposure_by_repetitions"), dict):
+        points = sorted((int(r), _real(e)) for r, e in data["exposure_by_repetitions"].items() if str(r).isdigit())
+    ceilings = [_real(c.get("max_exposure")) for c in rows]
     ceilings = [c for c in ceilings if math.isfinite(c)]
     return points, max(ceilings) if ceilings else None
 
