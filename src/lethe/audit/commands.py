@@ -28,7 +28,7 @@ from lethe.errors import LetheError
 from lethe.models import load_model, model_positions
 from lethe.report import Report, figures
 from lethe.report.compare import scalars
-from lethe.report.tables import mia_rows
+from lethe.report.tables import extraction_examples, mia_rows
 from lethe.runs import Run, RunLog, atomic_write_json, atomic_write_text, notice, open_run
 from lethe.train.memsinks import load_model_in_mode
 
@@ -131,9 +131,17 @@ def _extraction(run: Run, settings: ExtractionSettings, model, tokenizer,
         add_semantic_table(page, summary["semantic"])
     page.add_figure("rouge_distribution", figures.rouge_distribution({settings.model: report["rougeL_all"]}),
                     "ROUGE-L (no stemming) between the generated and the true suffix, per document.")
+    add_extraction_examples(page, report["items"])
     page.write(out)
     RunLog(out)("audit_extraction", **scalars(summary), **_semantic_fields(summary))
     return out, summary
+
+
+def add_extraction_examples(page: Report, items: list[dict[str, Any]], label: str = "", n: int = 6) -> None:
+    """Example generations of an extraction audit: true vs generated suffix, the differing tokens marked."""
+    examples, what = extraction_examples(items, n)
+    if examples:
+        page.add_generations(examples, caption=f"Example generations{f' ({label})' if label else ''}: {what}")
 
 
 def write_config(run_dir: Path, settings: Any) -> Path:
@@ -289,8 +297,8 @@ def mia_protocol_line(result: dict[str, Any]) -> str:
 
 
 def mia_summary(result: dict[str, Any]) -> dict[str, Any]:
-    keep = ("auc", "auc_ci", "tpr_at_0_fpr", *(f"tpr_at_{x}_fpr{end}" for x, _ in FPR_TARGETS for end in ("", "_note")),
-            "n_members", "n_nonmembers")
+    tprs = (f"tpr_at_{x}_fpr{end}" for x, _ in FPR_TARGETS for end in ("", "_ci", "_note"))
+    keep = ("auc", "auc_ci", "tpr_at_0_fpr", *tprs, "n_members", "n_nonmembers")
     return {
         "protocol": result.get("protocol", "lethe"),
         "n_members": result["n_members"], "n_nonmembers": result["n_nonmembers"],

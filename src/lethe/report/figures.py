@@ -38,6 +38,7 @@ __all__ = [
     "bar_comparison",
     "exposure_figure",
     "exposure_vs_repetitions",
+    "guard_weights_figure",
     "mean_interval",
     "placeholder",
     "roc_curves",
@@ -487,4 +488,37 @@ def bar_comparison(values: Mapping[str, Mapping[str, float]], title: str = "Comp
     ax.margins(y=0.15)
     _label(ax, title, "", ylabel)
     _legend_below(fig, ax, ncol=4)
+    return _finish(fig, path)
+
+
+def guard_weights_figure(weights: Sequence[float], scores: Sequence[float] | None = None, *,
+                         title: str = "GUARD weights", path: str | Path | None = None) -> bytes:
+    """Per-sample GUARD weights as N·w (1 = uniform): sorted, one bar per forget sample, and, with ``scores``,
+    against the attribution score a_i (w = softmax(−a/τ) falls with a).
+
+    N·w > 1: the sample is unlearned more strongly than under uniform weights; < 1: more gently.
+    """
+    what = "guard_weights_figure"
+    w = [_number(v, what) for v in weights]
+    if scores is not None and len(scores) != len(w):
+        raise LetheError(f"{what}: {len(w)} weights but {len(scores)} scores")
+    a = [_number(v, what) for v in scores] if scores is not None else None
+    keep = [i for i in range(len(w)) if math.isfinite(w[i]) and (a is None or math.isfinite(a[i]))]
+    if not keep:
+        return placeholder(title, path=path)
+    total = sum(w[i] for i in keep)
+    scaled = [len(keep) * w[i] / total if total > 0 else math.nan for i in keep]
+    fig, axes = _figure((10.0, 4.0) if a is not None else FIGSIZE, ncols=2 if a is not None else 1)
+    ordered = sorted(scaled, reverse=True)
+    axes[0].bar(range(1, len(ordered) + 1), ordered, width=1.0 if len(ordered) > 40 else 0.8, color=PALETTE[0],
+                linewidth=0)
+    axes[0].axhline(1.0, color="#57606a", linestyle="--", linewidth=1.2, label="uniform (N·w = 1)")
+    effective = total ** 2 / sum(w[i] ** 2 for i in keep) if total > 0 else math.nan
+    _label(axes[0], f"{title}, sorted", f"forget samples, largest weight first (N = {len(keep)}, "
+                                        f"effective {effective:.1f})", "N·w")
+    _legend(axes[0], loc="upper right")
+    if a is not None:
+        axes[1].scatter([a[i] for i in keep], scaled, s=14, color=PALETTE[0], alpha=0.7, linewidths=0)
+        axes[1].axhline(1.0, color="#57606a", linestyle="--", linewidth=1.2)
+        _label(axes[1], "weight vs. attribution score", "attribution score a_i = ⟨∇ℓ_i, ḡ_R⟩", "N·w")
     return _finish(fig, path)

@@ -1,9 +1,11 @@
-"""Report tables that carry their data's limits: MIA results with intervals and unresolvable TPRs, and the
-sacrifice rate with the reading of its sign.
+"""Report tables that carry their data's limits: MIA results with intervals and unresolvable TPRs, example
+generations, and the sacrifice rate with the reading of its sign.
 
 * :func:`mia_rows`: one row per attack, the AUC with its bootstrap 95% interval, and the TPR at each FPR
   target, or "not resolvable" where the non-members cannot measure that FPR (``None`` in ``mia.json``,
-  see :mod:`lethe.audit.mia`); the notes say why, once per non-member count.
+  see :mod:`lethe.audit.mia`); the notes say why, once per non-member count;
+* :func:`extraction_examples`: a few extraction items, evenly spaced from best to worst, for
+  :meth:`lethe.report.Report.add_generations` (true vs generated suffix, differing tokens marked);
 * :func:`sacrifice_flag`: what an SR = retain lost / forget removed means given the signs of its parts
   (DESIGN 3.4: lower is better, but only while the forget metric went down).
 """
@@ -12,10 +14,10 @@ from __future__ import annotations
 
 import math
 import numbers
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-__all__ = ["NOT_RESOLVABLE", "interval_text", "mia_rows", "sacrifice_flag"]
+__all__ = ["NOT_RESOLVABLE", "extraction_examples", "interval_text", "mia_rows", "sacrifice_flag"]
 
 FPR_LABELS = ("0.1%", "1%", "5%")
 NOT_RESOLVABLE = "not resolvable"
@@ -93,3 +95,26 @@ def sacrifice_flag(retain_lost: float | None, forget_removed: float | None) -> s
     if r < 0:
         return "negative: the retain metric improved while the forget metric went down (better than 0)"
     return "retain lost per unit of forget removed (lower is better)"
+
+
+def extraction_examples(items: Sequence[Mapping[str, Any]], n: int = 6) -> tuple[list[dict[str, Any]], str]:
+    """(examples for :meth:`Report.add_generations`, what they are) from ``extraction.json`` items.
+
+    ``n`` documents evenly spaced in token match rate from the best to the worst (so the examples show the
+    spread, not only the memorized ones); items without token texts (an older ``extraction.json``) are
+    skipped.
+    """
+    usable = [i for i in items if isinstance(i.get("target_tokens"), list) and isinstance(i.get("generated_tokens"),
+                                                                                          list)]
+    ranked = sorted(usable, key=lambda i: (-float(i.get("token_match_rate") or 0.0), str(i.get("id"))))
+    if len(ranked) > n:
+        ranked = [ranked[round(k * (len(ranked) - 1) / (n - 1))] for k in range(n)] if n > 1 else ranked[:1]
+    examples = [{"id": i.get("id"), "target": i["target_tokens"], "generated": i["generated_tokens"],
+                 "prompt": i.get("prefix_tail") or "",
+                 "scores": f"token match {100 * float(i.get('token_match_rate') or 0):.0f}%, ROUGE-L "
+                           f"{float(i.get('rougeL') or 0):.2f}{', exact' if i.get('exact_match') else ''}"}
+                for i in ranked]
+    what = (f"{len(examples)} of {len(usable)} documents, evenly spaced in token match from best to worst; "
+            "marked: generated tokens that differ from the true suffix at the same position (and the true "
+            "tokens they replace); grey: the end of the prompt")
+    return examples, what
