@@ -97,7 +97,7 @@ def test_generations_mark_exactly_the_mismatched_tokens(tmp_path):
     _, html_path = page.write(tmp_path)
     html = html_path.read_text()
     assert '<td class="gen"><span class="prompt">…Once</span> the<mark> cat</mark> sat<mark> down</mark></td>' in html
-    assert "<td class=\"gen\"><span class=\"prompt\">…Once</span> the<mark> dog</mark> sat<mark>&lt;b&gt;</mark>" in html
+    assert '<td class="gen"><span class="prompt">…Once</span> the<mark> dog</mark> sat<mark>&lt;b&gt;</mark>' in html
     md = (tmp_path / "report.md").read_text()
     assert "true:  the<mark> cat</mark> sat<mark> down</mark>" in md
     assert "generated:  the<mark> dog</mark> sat<mark>&lt;b&gt;</mark>" in md
