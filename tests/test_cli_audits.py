@@ -2,6 +2,7 @@
 
 import base64
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -51,9 +52,11 @@ def test_mia_cli_writes_scores_in_input_order(model_dir, world_dir, tmp_path, ca
     page = tmp_path / "page"
     assert main(["report", str(out), "--out", str(page)]) == 0
     html = (page / "report.html").read_text()
-    for attack in ("loss", "zlib", "min_k_0.2", "min_k_pp_0.2"):  # the ROC curves run_mia stored
-        assert f'id="fig-roc_{attack}"' in html and (page / "figures" / f"roc_{attack}.png").is_file()
-    assert "<td>mia.attacks.loss.auc</td>" in html
+    assert 'id="fig-m1_roc"' in html and (page / "figures" / "m1_roc.png").is_file()  # the curves run_mia stored
+    table = re.search(r"<caption>mia: membership inference per attack.*?</table>", html).group(0)
+    for attack in ("loss", "zlib", "min_k_0.2", "min_k_pp_0.2"):  # the attack table, AUCs with their intervals
+        auc = result["attacks"][attack]["auc"]
+        assert re.search(rf"<td>{re.escape(attack)}</td><td>{auc:.3f} \[", table), attack
 
 
 def test_mia_cli_rejects_empty_member_set(model_dir, tmp_path, capsys):
@@ -81,13 +84,14 @@ def test_canaries_cli_and_report_comparison(model_dir, world_dir, tmp_path, caps
     assert main(["report", str(out), str(extraction), "--out", str(page)]) == 0
     html = (page / "report.html").read_text()
     assert "canaries" in html and "extraction" in html
-    # exposure vs repetitions, drawn from the canaries.json the audit wrote
-    points = sorted((int(r), e) for r, e in result["exposure_by_repetitions"].items())
+    # exposure vs repetitions, every canary of the canaries.json the audit wrote; both audits of one model,
+    # so their figures sit in that model's section (m1_)
+    points = sorted((c["repetitions"], c["exposure"]) for c in result["canaries"])
     ceiling = max(c["max_exposure"] for c in result["canaries"])
     expected = figures.exposure_vs_repetitions({"canaries": points}, ceiling)
-    assert (page / "figures" / "exposure.png").read_bytes() == expected
+    assert (page / "figures" / "m1_exposure.png").read_bytes() == expected
     assert f'src="data:image/png;base64,{base64.b64encode(expected).decode()}"' in html
-    assert 'id="fig-exposure"' in html and 'id="fig-rouge_distribution"' in html
+    assert 'id="fig-m1_exposure"' in html and 'id="fig-m1_rouge_distribution"' in html
 
 
 def test_extraction_cli_semantic_similarity_in_report(model_dir, world_dir, tmp_path, capsys):

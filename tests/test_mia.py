@@ -148,24 +148,31 @@ def test_scores_match_plain_forward(tiny):
 def test_auc_separable_and_identical():
     sep = roc_metrics([5.0, 6.0, 7.0], [1.0, 2.0, 3.0], n_bootstrap=50)
     assert sep["auc"] == 1.0
-    assert sep["tpr_at_0.1%_fpr"] == sep["tpr_at_1%_fpr"] == sep["tpr_at_5%_fpr"] == 1.0
+    # 3 non-members resolve no FPR below 1/3: every target is null with a note, TPR at FPR 0 is given
+    assert sep["tpr_at_0.1%_fpr"] is sep["tpr_at_1%_fpr"] is sep["tpr_at_5%_fpr"] is None
+    assert sep["tpr_at_5%_fpr_ci"] is None and "not resolvable with 3 non-members" in sep["tpr_at_5%_fpr_note"]
+    assert sep["tpr_at_0_fpr"] == 1.0
     assert sep["auc_ci"] == [1.0, 1.0]
     flipped = roc_metrics([1.0, 2.0, 3.0], [5.0, 6.0, 7.0], n_bootstrap=0)
-    assert flipped["auc"] == 0.0 and flipped["tpr_at_5%_fpr"] == 0.0
+    assert flipped["auc"] == 0.0 and flipped["tpr_at_0_fpr"] == 0.0
     rng = np.random.default_rng(1)
     same = roc_metrics(rng.normal(size=2000), rng.normal(size=2000), n_bootstrap=0)
     assert 0.46 < same["auc"] < 0.54
     ties = roc_metrics([1.0, 1.0], [1.0, 1.0], n_bootstrap=0)
-    assert ties["auc"] == 0.5 and ties["tpr_at_5%_fpr"] == 0.0
+    assert ties["auc"] == 0.5 and ties["tpr_at_0_fpr"] == 0.0
 
 
 def test_tpr_at_fpr_convention_on_crafted_example():
     nonmembers = np.arange(100, dtype=float)  # 0..99
     members = np.array([100.0, 99.0, 97.5, 96.0, 50.0, 10.0])
     out = roc_metrics(members, nonmembers, n_bootstrap=0)
-    # 0.1% of 100 non-members allows 0 false positives: only 100 beats every non-member (the member tied
-    # with the top non-member at 99 is not counted); 1% allows one (threshold above 98); 5% allows five.
-    assert out["tpr_at_0.1%_fpr"] == pytest.approx(1 / 6)
+    # 0.1% of 100 non-members is below the resolution 1/100: not given (null, with the reason); with no
+    # false positive only 100 beats every non-member (the member tied with the top non-member at 99 is not
+    # counted); 1% allows one (threshold above 98); 5% allows five.
+    assert out["tpr_at_0.1%_fpr"] is None and out["tpr_at_0.1%_fpr_ci"] is None
+    assert out["tpr_at_0.1%_fpr_note"].startswith("not resolvable with 100 non-members")
+    assert "tpr_at_1%_fpr_note" not in out
+    assert out["tpr_at_0_fpr"] == pytest.approx(1 / 6)
     assert out["tpr_at_1%_fpr"] == pytest.approx(2 / 6)
     assert out["tpr_at_5%_fpr"] == pytest.approx(4 / 6)
     labels = np.r_[np.ones(6), np.zeros(100)]
@@ -377,7 +384,7 @@ def test_attacks_score_memorized_members_higher():
     assert max(members) > -0.5 > max(nonmembers)  # memorized: mean NLL of members well below non-members'
     for attack in ("loss", "zlib", "min_k_0.2", "min_k_0.4"):
         assert out["attacks"][attack]["auc"] == 1.0, attack
-        assert out["attacks"][attack]["tpr_at_5%_fpr"] == 1.0, attack
+        assert out["attacks"][attack]["tpr_at_0_fpr"] == 1.0, attack
 
 
 def test_run_mia_counts_non_finite_and_unsupervised_samples(tiny, monkeypatch):

@@ -287,8 +287,8 @@ def test_compare_runs_table_and_figures(tmp_path: Path) -> None:
     assert '<tr class="diff"><td>headline_holds</td><td>yes</td><td>no</td>' in html
     assert "<td>tags</td><td>a, b</td>" in html and "<td>long</td>" not in html
     assert "3 of 6 metrics differ" in html
-    # one ROC figure per attack, preferred attacks first; exposure from canaries.json; all embedded
-    names = ["rouge_distribution", "roc_loss", "roc_min_k_pp_0.4", "exposure", "training_curves"]
+    # the runs' figures (one ROC figure with every attack); exposure from canaries.json; all embedded
+    names = ["m1_rouge_distribution", "m1_roc", "m1_exposure", "m1_training_curves"]
     assert re.findall(r'<figure id="fig-([^"]+)"', html) == names
     for name in names:
         png = (tmp_path / "cmp" / "figures" / f"{name}.png").read_bytes()
@@ -315,7 +315,7 @@ def test_compare_reads_run_mia_curves_and_canary_exposure(tmp_path: Path) -> Non
     run = fake_run(tmp_path / "run", exact=0.5, loss=1.0, extras=False)
     (run / "canaries.json").write_text(json.dumps(fake_canaries({1: 2.0, 10: 15.5, 4: 6.0}, space_size=2**20)))
     html = compare_runs([run], tmp_path / "cmp").read_text()
-    assert figure_png(html, "exposure") == expected
+    assert figure_png(html, "m1_exposure") == expected
 
 
 def test_compare_runs_on_demo_arm_directories(tmp_path: Path) -> None:
@@ -338,7 +338,7 @@ def test_compare_runs_on_demo_arm_directories(tmp_path: Path) -> None:
         assert f"<td>{key}</td>" in html, key
     assert "<td>extraction.items</td>" not in html and "mia.loss.scores" not in html
     assert re.search(r'<tr class="diff"><td>extraction\.exact_match_rate</td><td class="num">100\.0%</td>', html)
-    for name in ("rouge_distribution", "roc_loss", "exposure"):
+    for name in ("m1_rouge_distribution", "m1_roc", "m1_exposure"):
         figure_png(html, name)
 
 
@@ -348,8 +348,7 @@ def test_compare_runs_leaves_extra_attacks_to_the_table(tmp_path: Path) -> None:
     scores = {name: pooled for name in ("a1", "gradnorm", "loss", "zlib", "reference", "min_k_0.2")}
     (run / "mia.json").write_text(json.dumps(mia_result(scores, 5, n_bootstrap=0)))
     html = compare_runs([run], tmp_path / "cmp").read_text()
-    assert re.findall(r'<figure id="fig-([^"]+)"', html) == ["roc_loss", "roc_zlib", "roc_min_k_0.2",
-                                                             "roc_reference"]
+    assert re.findall(r'<figure id="fig-([^"]+)"', html) == ["m1_roc"]  # loss, zlib, min_k_0.2, reference
     assert "ROC curves of gradnorm, a1 are not drawn" in html
 
 

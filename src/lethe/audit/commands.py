@@ -22,7 +22,7 @@ from typing import Any
 
 from lethe.audit.canaries import canary_exposure
 from lethe.audit.extraction import run_extraction
-from lethe.audit.mia import run_mia
+from lethe.audit.mia import FPR_TARGETS, run_mia
 from lethe.config import to_yaml
 from lethe.data.text import load_documents, read_text_file
 from lethe.data.world import EMBEDDED, resolve_source
@@ -30,6 +30,7 @@ from lethe.errors import LetheError
 from lethe.models import load_model, model_positions
 from lethe.report import Report, figures
 from lethe.report.compare import scalars
+from lethe.report.tables import extraction_examples, mia_rows
 from lethe.runs import Run, RunLog, atomic_write_json, atomic_write_text, notice, open_run
 from lethe.train.memsinks import load_model_in_mode
 
@@ -132,9 +133,17 @@ def _extraction(run: Run, settings: ExtractionSettings, model, tokenizer,
         add_semantic_table(page, summary["semantic"])
     page.add_figure("rouge_distribution", figures.rouge_distribution({settings.model: report["rougeL_all"]}),
                     "ROUGE-L (no stemming) between the generated and the true suffix, per document.")
+    add_extraction_examples(page, report["items"])
     page.write(out)
     RunLog(out)("audit_extraction", **scalars(summary), **_semantic_fields(summary))
     return out, summary
+
+
+def add_extraction_examples(page: Report, items: list[dict[str, Any]], label: str = "", n: int = 6) -> None:
+    """Example generations of an extraction audit: true vs generated suffix, the differing tokens marked."""
+    examples, what = extraction_examples(items, n)
+    if examples:
+        page.add_generations(examples, caption=f"Example generations{f' ({label})' if label else ''}: {what}")
 
 
 def write_config(run_dir: Path, settings: Any) -> Path:
@@ -260,11 +269,21 @@ def _mia(run: Run, settings: MIASettings, model, tokenizer, reference, members: 
     page = Report("Membership inference audit", subtitle=f"model {settings.model}, protocol {result['protocol']}")
     page.add_paragraph(mia_protocol_line(result))
     page.add_paragraph(result["sign_convention"])
-    page.add_table([{"attack": name, **values} for name, values in summary["attacks"].items()],
-                   caption=f"{result['n_members']} members vs {result['n_nonmembers']} non-members")
-    page.add_figure("roc", figures.roc_curves(roc_series(result)), "ROC per attack (log-scale FPR).")
+    add_mia_table(page, summary["attacks"], caption=f"{result['n_members']} members vs {result['n_nonmembers']} "
+                                                    "non-members; intervals: bootstrap 95%")
+    page.add_figure("roc", figures.roc_curves(roc_series(result)),
+                    f"ROC per attack (log-scale FPR, from 1/{result['n_nonmembers']}: the smallest FPR "
+                    f"{result['n_nonmembers']} non-members can measure).")
     page.write(out)
     return out, summary
+
+
+def add_mia_table(page: Report, attacks: dict[str, Any], caption: str, label: str | None = None) -> None:
+    """The per-attack MIA table (AUC with its interval, TPRs or "not resolvable") and why a TPR is not given."""
+    rows, notes = mia_rows(attacks, label)
+    page.add_table(rows, caption=caption)
+    for note in notes:
+        page.add_note(note)
 
 
 def mia_protocol_line(result: dict[str, Any]) -> str:
@@ -280,7 +299,8 @@ def mia_protocol_line(result: dict[str, Any]) -> str:
 
 
 def mia_summary(result: dict[str, Any]) -> dict[str, Any]:
-    keep = ("auc", "auc_ci", "tpr_at_0.1%_fpr", "tpr_at_1%_fpr", "tpr_at_5%_fpr", "n_members", "n_nonmembers")
+    tprs = (f"tpr_at_{x}_fpr{end}" for x, _ in FPR_TARGETS for end in ("", "_ci", "_note"))
+    keep = ("auc", "auc_ci", "tpr_at_0_fpr", *tprs, "n_members", "n_nonmembers")
     return {
         "protocol": result.get("protocol", "lethe"),
         "n_members": result["n_members"], "n_nonmembers": result["n_nonmembers"],
@@ -289,9 +309,12 @@ def mia_summary(result: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def roc_series(result: dict[str, Any], label: str = "") -> dict[str, tuple[list[float], list[float], float]]:
+def roc_series(result: dict[str, Any], label: str = "") -> dict[str, figures.RocCurve]:
+    """The ROC curve of every attack of an MIA result (with its AUC interval and non-member count)."""
     prefix = f"{label} " if label else ""
-    return {f"{prefix}{name}": (a["roc"]["fpr"], a["roc"]["tpr"], a["auc"]) for name, a in result["attacks"].items()}
+    return {f"{prefix}{name}": figures.RocCurve(a["roc"]["fpr"], a["roc"]["tpr"], a["auc"], a.get("auc_ci"),
+                                                a.get("n_nonmembers", result.get("n_nonmembers")))
+            for name, a in result["attacks"].items()}
 
 
 def load_canaries(source: str) -> list[dict[str, Any]]:
@@ -340,13 +363,16 @@ def _canaries(run: Run, settings: CanarySettings, model, tokenizer,
                     for c in result["canaries"]], caption="Exposure = log2|R| − log2 rank (bits)")
     page.add_figure("exposure", figures.exposure_vs_repetitions(
         {Path(settings.model).name or settings.model: exposure_points(result)}, max_exposure=max_exposure(result)),
-        "Mean exposure per repetition count.")
+        "Exposure of every canary (dots) and the mean per repetition count with its 95% t-interval.")
     page.write(out)
     return out, summary
 
 
 def exposure_points(result: dict[str, Any]) -> list[tuple[int, float]]:
-    return sorted((int(r), float(e)) for r, e in result["exposure_by_repetitions"].items() if r.isdigit())
+    """(repetitions, exposure) of every canary with a known repetition count (the figure draws each one and
+    the mean per count with its interval)."""
+    return sorted((int(c["repetitions"]), float(c["exposure"])) for c in result["canaries"]
+                  if isinstance(c.get("repetitions"), int) and not isinstance(c["repetitions"], bool))
 
 
 def max_exposure(result: dict[str, Any]) -> float | None:

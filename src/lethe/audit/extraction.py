@@ -80,6 +80,9 @@ class ExtractionItem:
     rougeL: float
     generated_text: str
     target_text: str
+    target_tokens: list[str] = field(default_factory=list)  # each target token as text (the report marks
+    generated_tokens: list[str] = field(default_factory=list)  # the positions where the two differ)
+    prefix_tail: str = ""  # the last PREFIX_TAIL_TOKENS tokens of the prompt, as text
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -89,6 +92,9 @@ class ExtractionItem:
             "rougeL": self.rougeL,
             "generated_text": self.generated_text,
             "target_text": self.target_text,
+            "target_tokens": list(self.target_tokens),
+            "generated_tokens": list(self.generated_tokens),
+            "prefix_tail": self.prefix_tail,
         }
 
 
@@ -139,6 +145,27 @@ class ExtractionResult:
         """JSON-ready: the summary, ``rougeL_all`` (for histograms) and ``items`` (one dict per document)."""
         return {**self.summary(), "rougeL_all": list(self.rougeL_all),
                 "items": [item.to_dict() for item in self.items]}
+
+
+PREFIX_TAIL_TOKENS = 24
+
+
+def token_pieces(tokenizer: Any, ids: Sequence[int], before: int | None = None) -> list[str]:
+    """The text of each token of ``ids`` as it reads in context (joined, they give the decoded text).
+
+    A token's text is decode([previous, token]) minus decode([previous]) (the previous token is ``before``
+    for the first one), so SentencePiece word-start spaces survive; the token decoded alone where the
+    pair's text does not start with the previous token's (a byte split across tokens).
+    """
+    pieces, previous = [], before
+    for token in (int(i) for i in ids):
+        if previous is None:
+            pieces.append(tokenizer.decode([token]))
+        else:
+            head, pair = tokenizer.decode([int(previous)]), tokenizer.decode([int(previous), token])
+            pieces.append(pair[len(head):] if pair.startswith(head) else tokenizer.decode([token]))
+        previous = token
+    return pieces
 
 
 def _pad_id(tokenizer: Any) -> int:
@@ -215,6 +242,9 @@ def run_extraction(model: Any, tokenizer: Any, documents: list[tuple[str, str]],
             exact_match=list(generated) == target, token_match_rate=token_match_rate(target, generated),
             rougeL=rouge_l(target_text, generated_text, scorer),
             generated_text=generated_text, target_text=target_text,
+            target_tokens=token_pieces(tokenizer, target, prefix[-1] if prefix else None),
+            generated_tokens=token_pieces(tokenizer, generated, prefix[-1] if prefix else None),
+            prefix_tail=tokenizer.decode(prefix[-PREFIX_TAIL_TOKENS:], skip_special_tokens=True),
         ))
 
     n = len(items)

@@ -39,8 +39,11 @@ Metrics per attack (members = positives):
 - ROC-AUC (``sklearn.metrics.roc_auc_score``; ties count 1/2) and the ROC curve (``roc_curve``).
 - TPR at FPR ∈ {0.1%, 1%, 5%}: the largest TPR among the ROC points (one per distinct score threshold,
   ``drop_intermediate=False``) whose FPR ≤ the target (< under the mimir protocol). Ties are never broken in
-  the attacker's favour; with fewer than 1/target non-members this is the TPR at FPR = 0 (the resolution is
-  1/n_nonmembers).
+  the attacker's favour. The smallest non-zero FPR is 1/n_nonmembers: a target below it (fewer than
+  1/target non-members, e.g. 0.1% with 70) cannot be measured, so its TPR and interval are ``None`` and
+  ``tpr_at_<x>_fpr_note`` says why (a number there would be the TPR at FPR = 0 passed off as the TPR at the
+  target). ``tpr_at_0_fpr``, the TPR with no false positive at all, is always given: it is what MIMIR's rule
+  reads for such a target.
 - 95% bootstrap percentile intervals for the AUC and the TPRs: members and non-members are resampled
   separately with replacement, ``n_bootstrap`` times, from a seeded ``numpy.random.Generator``.
 - The stored curve (``roc``: ``fpr``, ``tpr``; ``roc_curve`` with its default ``drop_intermediate``) is thinned
@@ -156,6 +159,17 @@ def _tpr_at_fpr_from_curve(fpr: np.ndarray, tpr: np.ndarray, target: float, stri
     return float(tpr[ok].max()) if ok.any() else 0.0
 
 
+def fpr_resolvable(target: float, n_nonmembers: int) -> bool:
+    """Whether ``n_nonmembers`` non-members resolve FPR ``target``: the smallest non-zero FPR, 1/n, is ≤ it."""
+    return math.floor(target * n_nonmembers + _FLOOR_EPS) >= 1
+
+
+def unresolvable_note(target: float, n_nonmembers: int) -> str:
+    """Why the TPR at FPR ``target`` is not given: the one-line note of metrics.json and the reports."""
+    return (f"not resolvable with {n_nonmembers} non-members: the smallest non-zero FPR is 1/{n_nonmembers} = "
+            f"{100 / n_nonmembers:.2g}% > {100 * target:g}% (needs at least {math.ceil(1 / target - _FLOOR_EPS)})")
+
+
 def _allowed_false_positives(target: float, n0: int, strict: bool) -> int:
     """The most false positives with FPR ≤ target (or < target when ``strict``) among n0 non-members."""
     if strict:
@@ -215,10 +229,15 @@ def roc_metrics(member_scores: Sequence[float] | np.ndarray, nonmember_scores: S
     pooled = np.concatenate([members, nonmembers])
     auc = float(roc_auc_score(labels, pooled))
     fpr_all, tpr_all, _ = roc_curve(labels, pooled, drop_intermediate=False)
-    result: dict[str, Any] = {"auc": auc, "auc_ci": None}
+    result: dict[str, Any] = {"auc": auc, "auc_ci": None,
+                              "tpr_at_0_fpr": _tpr_at_fpr_from_curve(fpr_all, tpr_all, 0.0)}
+    n0 = nonmembers.size
     for label, target in FPR_TARGETS:
-        result[f"tpr_at_{label}_fpr"] = _tpr_at_fpr_from_curve(fpr_all, tpr_all, target, strict_fpr)
+        result[f"tpr_at_{label}_fpr"] = (_tpr_at_fpr_from_curve(fpr_all, tpr_all, target, strict_fpr)
+                                         if fpr_resolvable(target, n0) else None)
         result[f"tpr_at_{label}_fpr_ci"] = None
+        if not fpr_resolvable(target, n0):
+            result[f"tpr_at_{label}_fpr_note"] = unresolvable_note(target, n0)
     if n_bootstrap:
         rng = np.random.default_rng(seed)
         reps = np.empty((int(n_bootstrap), 1 + len(FPR_TARGETS)))
@@ -229,8 +248,9 @@ def roc_metrics(member_scores: Sequence[float] | np.ndarray, nonmember_scores: S
             reps[b] = [rep_auc, *rep_tprs]
         lo, hi = np.percentile(reps, [2.5, 97.5], axis=0)
         result["auc_ci"] = [float(lo[0]), float(hi[0])]
-        for j, (label, _) in enumerate(FPR_TARGETS, start=1):
-            result[f"tpr_at_{label}_fpr_ci"] = [float(lo[j]), float(hi[j])]
+        for j, (label, target) in enumerate(FPR_TARGETS, start=1):
+            if fpr_resolvable(target, n0):  # resampling keeps n0, hence the resolution
+                result[f"tpr_at_{label}_fpr_ci"] = [float(lo[j]), float(hi[j])]
     fpr, tpr, _ = roc_curve(labels, pooled)
     result["roc"] = dict(zip(("fpr", "tpr"), thin_roc(fpr, tpr), strict=True))
     return result

@@ -27,6 +27,7 @@ from typing import Any
 
 from lethe.audit.canaries import canary_exposure
 from lethe.audit.commands import (
+    add_extraction_examples,
     exposure_points,
     extraction_summary,
     max_exposure,
@@ -52,6 +53,7 @@ from lethe.data.world import embedded_world
 from lethe.demo.arms import headline_context, shared_tokenizer, train_or_reuse
 from lethe.errors import LetheError
 from lethe.report import Report, figures
+from lethe.report.tables import mia_rows
 from lethe.runs import RunLog, atomic_write_json, atomic_write_text, demo_run
 
 ARMS = ("standard", "goldfish")
@@ -255,13 +257,30 @@ def write_demo_report(run_dir: Path, config: GoldfishDemoConfig, metrics: dict[s
     for arm in ARMS:
         series = roc_series(audits[arm]["mia"], label=arm)
         roc.update({k: v for k, v in series.items() if k.endswith((" loss", " min_k_0.2", " zlib"))})
+    page.add_heading("Example generations")
+    for arm in ARMS:
+        add_extraction_examples(page, audits[arm]["extraction"]["items"], label=arm, n=4)
     page.add_heading("Privacy audits")
-    page.add_figure("roc", figures.roc_curves(roc), "Membership inference ROC (log-scale FPR), both models.")
+    attacks = {arm: {k: v for k, v in metrics[arm]["mia"].items() if k in ("loss", "zlib", "min_k_0.2")}
+               for arm in ARMS}
+    rows, notes = [], []
+    for arm in ARMS:
+        arm_rows, arm_notes = mia_rows(attacks[arm], label=arm)
+        rows += arm_rows
+        notes += [n for n in arm_notes if n not in notes]
+    page.add_table(rows, caption="Membership inference: trained vs never-trained biographies (intervals: "
+                                 f"bootstrap 95%, {config.mia_bootstrap} resamples)")
+    for note in notes:
+        page.add_note(note)
+    n_non = audits[ARMS[0]]["mia"]["n_nonmembers"]
+    page.add_figure("roc", figures.roc_curves(roc), f"Membership inference ROC, both models (log-scale FPR from "
+                                                     f"1/{n_non}, the resolution of {n_non} non-members).")
     if all(audits[arm]["canaries"] for arm in ARMS):
         page.add_figure("exposure", figures.exposure_vs_repetitions(
             {arm: exposure_points(audits[arm]["canaries"]) for arm in ARMS},
             max_exposure=max_exposure(audits["standard"]["canaries"])),
-            "Canary exposure (bits) vs the number of copies in the training data.")
+            "Canary exposure (bits) vs the number of copies in the training data: every canary (dots) and the "
+            "mean per copy count with its 95% t-interval.")
     page.write(run_dir)
 
 

@@ -39,7 +39,7 @@ from typing import Any
 
 import torch
 
-from lethe.audit.tofu_metrics import SACRIFICE_KEYS, evaluate_tofu, forget_quality, privleak, write_tofu_eval
+from lethe.audit.tofu_metrics import evaluate_tofu, forget_quality, privleak, write_tofu_eval
 from lethe.audit.tofu_protocol import DEFAULT_PROTOCOL
 from lethe.config import ModelSettings, TrainConfig, TrainSettings, to_yaml
 from lethe.data.tofu import RETAIN_OF, load_split
@@ -48,6 +48,7 @@ from lethe.demo.arms import finished_metrics, shared_tokenizer, train_fresh_tiny
 from lethe.errors import LetheError
 from lethe.models import load_model
 from lethe.report import Report, figures
+from lethe.report.tables import sacrifice_flag
 from lethe.runs import RunLog, atomic_write_json, atomic_write_text, demo_run
 from lethe.unlearn import guard as guard_lib
 from lethe.unlearn.config import (
@@ -59,11 +60,10 @@ from lethe.unlearn.config import (
     UnlearnDataSettings,
 )
 from lethe.unlearn.data import batches, encode_all
-from lethe.unlearn.evaluation import SACRIFICE_METRICS, unlearn_and_evaluate
+from lethe.unlearn.evaluation import SACRIFICE_METRICS, SR_LABELS, sacrifice_parts, unlearn_and_evaluate
 from lethe.unlearn.objectives import get_method
 
 REFERENCES = ("full", "retain")
-SR_LABELS = {"truth_ratio": "truth ratio", "rougeL": "ROUGE-L", "probability": "probability"}
 ARM_KEYS = ("forget_quality", "model_utility", "forget_Q_A_ROUGE", "forget_Q_A_Prob", "forget_truth_ratio",
             "retain_Q_A_ROUGE", "retain_Q_A_Prob", "retain_Truth_Ratio", "privleak")
 
@@ -332,12 +332,6 @@ def _row(summary: dict[str, Any]) -> dict[str, Any]:
     return {k: summary.get(k) for k in ARM_KEYS}
 
 
-def _sr_parts(before: dict[str, Any], after: dict[str, Any]) -> dict[str, dict[str, float]]:
-    """Per SR metric: the retain loss (numerator) and the forget removal (denominator)."""
-    return {metric: {"retain_drop": before[r] - after[r], "forget_drop": before[f] - after[f]}
-            for metric, (r, f) in SACRIFICE_KEYS.items()}
-
-
 def arm_summary(arm: Arm, metrics: dict[str, Any], before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
     g = metrics["guard"]
     return {
@@ -347,7 +341,7 @@ def arm_summary(arm: Arm, metrics: dict[str, Any], before: dict[str, Any], after
         "recompute_every": arm.recompute_every if arm.guard else None,
         **_row(after),
         "sacrifice_rate": metrics["sacrifice_rate"],
-        "sacrifice_parts": _sr_parts(before, after),
+        "sacrifice_parts": sacrifice_parts(before, after),
         "forget_prob_before": metrics["forget_prob_before"], "forget_prob_after": metrics["forget_prob_after"],
         "unlearn_wall_s": unlearn_wall_s(metrics),
         "attribution_wall_s": g.get("attribution_wall_s"),
@@ -728,8 +722,10 @@ def write_demo_report(run_dir: Path, config: UnlearnDemoConfig, metrics: dict[st
         for metric in SACRIFICE_METRICS:
             p = a["sacrifice_parts"][metric]
             parts.append({"model": a["label"], "metric": SR_LABELS[metric], "retain lost": p["retain_drop"],
-                          "forget removed": p["forget_drop"], "SR": a["sacrifice_rate"][metric]})
-    page.add_table(parts, caption="Numerator (retain lost) and denominator (forget removed) of every SR")
+                          "forget removed": p["forget_drop"], "SR": a["sacrifice_rate"][metric],
+                          "reading": sacrifice_flag(p["retain_drop"], p["forget_drop"])})
+    page.add_table(parts, caption="Numerator (retain lost) and denominator (forget removed) of every SR, and what "
+                                  "its sign means")
     sr_bars = {a["label"]: {SR_LABELS[m]: a["sacrifice_rate"][m] for m in SACRIFICE_METRICS}
                for a in arms.values()}
     page.add_figure("sacrifice_rates", figures.bar_comparison(sr_bars, "Sacrifice rate (lower is better)",

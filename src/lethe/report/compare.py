@@ -27,12 +27,17 @@ import json
 import math
 import numbers
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import yaml
 
 from lethe.errors import LetheError
 from lethe.report import figures
 from lethe.report.html import Report, is_rate_key
+from lethe.report.tables import mia_rows
+from lethe.runs import read_run_file
 
 __all__ = ["compare_runs", "flatten", "load_metrics", "scalars", "values_differ"]
 
@@ -111,7 +116,7 @@ def _mia_summary(data: Any) -> dict[str, Any]:
     if not isinstance(attacks, dict):
         return {}
     out: dict[str, Any] = {"protocol": data.get("protocol", "lethe")}
-    out.update({name: {k: a[k] for k in _MIA_KEYS if k in a} for name, a in attacks.items() if isinstance(a, dict)})
+    out.update({name: {k: a[k] for k in MIA_FIELDS if k in a} for name, a in attacks.items() if isinstance(a, dict)})
     return out
 
 
@@ -206,11 +211,16 @@ def _mia_curves(data: Any) -> dict[str, tuple[list[float], list[float], float]]:
 
 
 def _exposure(data: Any) -> tuple[list[tuple[int, float]], float | None]:
-    """(repetitions, mean exposure) points and the largest max_exposure of a ``canaries.json``."""
-    if not isinstance(data, dict) or not isinstance(data.get("exposure_by_repetitions"), dict):
+    """(repetitions, exposure) of every canary and the largest max_exposure of a ``canaries.json`` (the means
+    of ``exposure_by_repetitions`` when it lists no canaries)."""
+    if not isinstance(data, dict):
         return [], None
-    points = sorted((int(r), _real(e)) for r, e in data["exposure_by_repetitions"].items() if str(r).isdigit())
-    ceilings = [_real(c.get("max_exposure")) for c in data.get("canaries") or [] if isinstance(c, dict)]
+    rows = [c for c in data.get("canaries") or [] if isinstance(c, dict)]
+    points = sorted((int(c["repetitions"]), _real(c.get("exposure"))) for c in rows
+                    if isinstance(c.get("repetitions"), int) and not isinstance(c["repetitions"], bool))
+    if not points and isinstance(data.get("exposure_by_repetitions"), dict):
+        points = sorted((int(r), _real(e)) for r, e in data["exposure_by_repetitions"].items() if str(r).isdigit())
+    ceilings = [_real(c.get("max_exposure")) for c in rows]
     ceilings = [c for c in ceilings if math.isfinite(c)]
     return points, max(ceilings) if ceilings else None
 
@@ -265,31 +275,198 @@ def _metric_rows(metrics: list[dict[str, Any]]) -> tuple[list[str], list[list[An
     return keys, rows, highlight
 
 
+@dataclass
+class RunInfo:
+    """What a run directory is: its command (``run.json``), the model it audited or produced, its status."""
+
+    label: str
+    path: Path
+    kind: str  # run.json's command (train, unlearn, audit-mia, ...), "demo arm", or "unknown"
+    status: str | None
+    model: str | None  # the audited model (audits), the model written (train / unlearn), else None
+    base: str | None = None  # train / unlearn: the model they started from (config.yaml model.name)
+
+
+PRODUCES_MODEL = ("train", "unlearn")
+
+
+def _model_key(value: Any) -> str | None:
+    """A model reference as one comparable string: the resolved path when it exists, else the text as given."""
+    if not isinstance(value, str) or not value:
+        return None
+    path = Path(value).expanduser()
+    return str(path.resolve()) if path.exists() else value
+
+
+def _config(run_dir: Path) -> dict[str, Any]:
+    path = run_dir / "config.yaml"
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) if path.is_file() else None
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return {}  # config.yaml is only read to link runs: an unreadable one just links nothing
+    return data if isinstance(data, dict) else {}
+
+
+def run_info(run_dir: Path, label: str) -> RunInfo:
+    """The :class:`RunInfo` of ``run_dir`` from its ``run.json`` and ``config.yaml``."""
+    record = read_run_file(run_dir) or {}
+    config = _config(run_dir)
+    kind = str(record.get("command") or ("demo arm" if (run_dir / "train_metrics.json").is_file() else "unknown"))
+    model_cfg = config.get("model")
+    base = model_cfg.get("name") if isinstance(model_cfg, dict) else None
+    if kind in PRODUCES_MODEL or kind == "demo arm":
+        model = str((run_dir / "model").resolve()) if (run_dir / "model").is_dir() else None
+        return RunInfo(label, run_dir, kind, record.get("status"), model, base if kind in PRODUCES_MODEL else None)
+    return RunInfo(label, run_dir, kind, record.get("status"), _model_key(model_cfg))
+
+
+# summary columns: (column, flattened metric keys to try, in order)
+HEADLINES: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("train loss", ("train_loss", "train.train_loss")),
+    ("exact match rate", ("extraction.exact_match_rate",)),
+    ("ROUGE-L", ("extraction.rougeL",)),
+    ("MIA loss AUC", ("mia.attacks.loss.auc", "mia.loss.auc")),
+    ("mean exposure (bits)", ("canaries.mean_exposure",)),
+    ("forget quality", ("tofu.forget_quality",)),
+    ("model utility", ("tofu.model_utility",)),
+    ("forget ROUGE", ("tofu.forget_Q_A_ROUGE",)),
+    ("headline holds", ("headline_holds",)),
+)
+
+
+def _headline(metrics: dict[str, Any]) -> dict[str, Any]:
+    out = {}
+    for column, keys in HEADLINES:
+        out[column] = next((metrics[k] for k in keys if k in metrics), None)
+    return out
+
+
+def _model_labels(infos: list[RunInfo]) -> dict[str, str]:
+    """Model key -> how the report names it: "<run>/model" for a model one of the runs wrote, else its path."""
+    labels: dict[str, str] = {}
+    for info in infos:
+        if info.model and info.kind in PRODUCES_MODEL + ("demo arm",):
+            labels.setdefault(info.model, f"{info.label}/model")
+    for info in infos:
+        if info.model and info.model not in labels:
+            labels[info.model] = info.model
+    return labels
+
+
 def compare_runs(run_dirs: list[Path], out_dir: Path) -> Path:
     """Write a comparison report (``report.md``, ``report.html``, ``figures/``) into ``out_dir``.
 
-    Returns the path of ``report.html``. Raises LetheError when a run has neither a (valid) ``metrics.json``
-    nor audit results.
+    The page opens with a summary (one row per run: kind, model, status, headline metrics), then one section
+    per model: the run that wrote it (``lethe train`` / ``unlearn``, read from ``run.json`` and
+    ``config.yaml``) and every audit of it (the ``model`` of their ``config.yaml``), each with its metrics
+    and figures; runs without a model (demos) follow. Runs of one kind on several models are then compared
+    side by side, metric by metric, differing values highlighted. Returns the path of ``report.html``;
+    raises LetheError when a run has neither a (valid) ``metrics.json`` nor audit results.
     """
     run_dirs = [Path(p) for p in run_dirs]
     if not run_dirs:
         raise LetheError("compare_runs: no run directories given")
     metrics = [load_metrics(p) for p in run_dirs]
     labels = _labels(run_dirs)
-    keys, rows, highlight = _metric_rows(metrics)
-    header = ["metric", *labels] + ([f"Δ ({labels[1]} − {labels[0]})"] if len(run_dirs) == 2 else [])
-
-    report = Report("Run comparison", subtitle=f"{len(run_dirs)} runs, {len(keys)} metrics")
-    report.add_table([{"run": label, "directory": str(p.resolve())} for label, p in zip(labels, run_dirs,
-                                                                                        strict=True)],
-                     caption="Runs")
-    if len(run_dirs) > 1:
-        report.add_note(f"{len(highlight)} of {len(keys)} metrics differ between the runs (highlighted).")
-    report.add_heading("Metrics")
-    report.add_table(rows, header=header, caption="metrics, flattened", highlight=highlight, row_keys=keys)
-    _add_figures(report, labels, run_dirs)
+    infos = [run_info(p, label) for p, label in zip(run_dirs, labels, strict=True)]
+    models = _model_labels(infos)
+    report = Report("Run comparison", subtitle=f"{len(run_dirs)} run{'s' * (len(run_dirs) > 1)}, "
+                                               f"{len(models)} model{'s' * (len(models) != 1)}")
+    report.add_heading("Summary")
+    summary = [{"run": i.label, "kind": i.kind, "model": models.get(i.model, "—") if i.model else "—",
+                "status": i.status, **_headline(m)} for i, m in zip(infos, metrics, strict=True)]
+    used = [c for c in summary[0] if c in ("run", "kind", "model") or any(r[c] is not None for r in summary)]
+    report.add_table([{c: r[c] for c in used} for r in summary],
+                     caption="One row per run: what it is, the model it audited or wrote, its headline numbers "
+                             "(all of them in the sections below)")
+    report.add_table([{"run": i.label, "directory": str(i.path.resolve())} for i in infos], caption="Directories")
+    by_model: dict[str | None, list[int]] = {}
+    for index, info in enumerate(infos):
+        by_model.setdefault(info.model, []).append(index)
+    order = sorted(by_model, key=lambda k: (k is None, min(by_model[k])))  # models first, then the rest
+    for number, key in enumerate(order, start=1):
+        indices = by_model[key]
+        _add_group(report, number, key, models, [infos[i] for i in indices], [metrics[i] for i in indices], infos)
+    _add_side_by_side(report, infos, metrics)
     _, html_path = report.write(out_dir)
     return html_path
+
+
+def _add_group(report: Report, number: int, key: str | None, models: dict[str, str], infos: list[RunInfo],
+               metrics: list[dict[str, Any]], everyone: list[RunInfo]) -> None:
+    if key is None:
+        report.add_heading("Runs without a single model (demos, other outputs)")
+    else:
+        report.add_heading(f"Model {models[key]}")
+        writer = next((i for i in everyone if i.model == key and i.kind in PRODUCES_MODEL + ("demo arm",)), None)
+        if writer is not None:
+            base = f" from {models.get(_model_key(writer.base) or '', writer.base)}" if writer.base else ""
+            report.add_paragraph(f"Written by run {writer.label} ({writer.kind}{base}); {key}.")
+        else:
+            report.add_paragraph(f"{key} (not written by any of these runs).")
+        audits = [i.label for i in infos if i is not writer]
+        if audits:
+            report.add_paragraph(f"Audited by: {', '.join(audits)}.")
+    for info, values in zip(infos, metrics, strict=True):
+        _add_run_metrics(report, info, values)
+    _add_figures(report, [i.label for i in infos], [i.path for i in infos], prefix=f"m{number}_")
+
+
+def _add_run_metrics(report: Report, info: RunInfo, values: dict[str, Any]) -> None:
+    """One run's metrics: MIA attacks as the attack table (intervals, unresolvable TPRs), the rest flattened."""
+    attacks, consumed = _attacks(values)
+    plain = {k: v for k, v in values.items() if k not in consumed}
+    if plain:
+        report.add_table([[k, v] for k, v in plain.items()], header=["metric", "value"],
+                         caption=f"{info.label} ({info.kind})", row_keys=list(plain))
+    if attacks:
+        rows, notes = mia_rows(attacks)
+        report.add_table(rows, caption=f"{info.label}: membership inference per attack (intervals: bootstrap 95%)")
+        for note in notes:
+            report.add_note(note)
+
+
+MIA_FIELDS = (*_MIA_KEYS, "tpr_at_0_fpr", "n_members", "n_nonmembers",
+              *(f"tpr_at_{x}_fpr{end}" for x in ("0.1%", "1%", "5%") for end in ("_ci", "_note")))
+
+
+def _attacks(values: dict[str, Any]) -> tuple[dict[str, dict[str, Any]], set[str]]:
+    """(attack -> its numbers, the flattened keys they came from) of ``mia.attacks.<a>.<k>`` / ``mia.<a>.<k>``."""
+    out: dict[str, dict[str, Any]] = {}
+    keys: dict[str, list[str]] = {}
+    for key, value in values.items():
+        prefix = "mia.attacks." if key.startswith("mia.attacks.") else "mia." if key.startswith("mia.") else None
+        if prefix is None:
+            continue
+        rest = key[len(prefix):]
+        field = next((f for f in MIA_FIELDS if rest.endswith(f".{f}")), None)
+        if field is not None:
+            name = rest[: -len(field) - 1]
+            out.setdefault(name, {})[field] = value
+            keys.setdefault(name, []).append(key)
+    attacks = {name: a for name, a in out.items() if "auc" in a}
+    return attacks, {k for name in attacks for k in keys[name]}
+
+
+def _add_side_by_side(report: Report, infos: list[RunInfo], metrics: list[dict[str, Any]]) -> None:
+    """Runs of one kind on more than one model (or several runs of one kind): metric by metric."""
+    kinds: dict[str, list[int]] = {}
+    for index, info in enumerate(infos):
+        kinds.setdefault(info.kind, []).append(index)
+    shown = False
+    for kind, indices in kinds.items():
+        if len(indices) < 2:
+            continue
+        if not shown:
+            report.add_heading("Side by side")
+            shown = True
+        labels = [infos[i].label for i in indices]
+        keys, rows, highlight = _metric_rows([metrics[i] for i in indices])
+        header = ["metric", *labels] + ([f"Δ ({labels[1]} − {labels[0]})"] if len(indices) == 2 else [])
+        report.add_note(f"{kind}: {len(highlight)} of {len(keys)} metrics differ between {', '.join(labels)} "
+                        "(highlighted).")
+        report.add_table(rows, header=header, caption=f"{kind} runs, metrics flattened", highlight=highlight,
+                         row_keys=keys)
 
 
 Curve = tuple[list[float], list[float], float]
@@ -319,34 +496,37 @@ def _collect(labels: list[str], run_dirs: list[Path]) -> dict[str, dict[str, Any
     return found
 
 
-def _add_figures(report: Report, labels: list[str], run_dirs: list[Path]) -> None:
+def _add_figures(report: Report, labels: list[str], run_dirs: list[Path], prefix: str = "") -> None:
     found = _collect(labels, run_dirs)
-    if not any(found[kind] for kind in ("rouge", "roc", "exposure", "steps")):
-        return
-    report.add_heading("Figures")
     if found["rouge"]:
-        report.add_figure("rouge_distribution", figures.rouge_distribution(found["rouge"]),
-                          "ROUGE-L between generated and true suffixes, per document, all runs.")
-    left_out = _add_roc_figures(report, found["roc"])
+        report.add_figure(f"{prefix}rouge_distribution", figures.rouge_distribution(found["rouge"]),
+                          "ROUGE-L between generated and true suffixes, per document.")
+    left_out = _add_roc_figures(report, found["roc"], prefix)
     if found["exposure"]:
         ceilings = [c for _, c in found["exposure"].values() if c is not None]
         series = {name: points for name, (points, _) in found["exposure"].items()}
-        report.add_figure("exposure", figures.exposure_vs_repetitions(series, max(ceilings) if ceilings else None),
-                          "Canary exposure (bits, mean per repetition count) vs. copies in the training data.")
+        report.add_figure(f"{prefix}exposure", figures.exposure_vs_repetitions(
+            series, max(ceilings) if ceilings else None),
+            "Canary exposure (bits) vs. copies in the training data: every canary and the mean per count with its "
+            "95% t-interval.")
     if found["steps"]:
         tokens = found["tokens"] or None
-        report.add_figure("training_curves", figures.training_curves(found["steps"], tokens),
+        report.add_figure(f"{prefix}training_curves", figures.training_curves(found["steps"], tokens),
                           "Training loss per logged step" + (" and per supervised token." if tokens else "."))
     if left_out:
         report.add_note(f"ROC curves of {', '.join(left_out)} are not drawn; their AUCs and TPRs are in the "
-                        "metrics table.")
+                        "tables.")
 
 
-def _add_roc_figures(report: Report, by_attack: dict[str, dict[str, Curve]]) -> list[str]:
-    """One ROC figure per attack (the first MAX_ROC_FIGURES in ROC_ATTACK_ORDER); returns the attacks left out."""
+def _add_roc_figures(report: Report, by_attack: dict[str, dict[str, Curve]], prefix: str = "") -> list[str]:
+    """One ROC figure with the first MAX_ROC_FIGURES attacks (ROC_ATTACK_ORDER) of every run of the group;
+    returns the attacks left out."""
     attacks = _attack_order(list(by_attack))
     shown, left_out = attacks[:MAX_ROC_FIGURES], attacks[MAX_ROC_FIGURES:]
-    for attack in shown:
-        report.add_figure(f"roc_{attack}", figures.roc_curves(by_attack[attack], title=f"ROC, {attack} attack"),
-                          f"Membership inference with the {attack} attack, every run (log-scale FPR).")
+    if shown:
+        runs = {run for attack in shown for run in by_attack[attack]}
+        curves = {(f"{run} {attack}" if len(runs) > 1 else attack): curve
+                  for attack in shown for run, curve in by_attack[attack].items()}
+        report.add_figure(f"{prefix}roc", figures.roc_curves(curves, title="Membership inference ROC"),
+                          f"ROC of the {', '.join(shown)} attacks (log-scale FPR from 1/n_nonmembers).")
     return left_out

@@ -121,6 +121,27 @@ def _md_cell(text: str) -> str:
     return text.replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ")
 
 
+def _md_text(text: str) -> str:
+    """Text for a Markdown line: HTML-escaped (it sits next to <mark> tags) and Markdown syntax inert."""
+    return re.sub(r"([\\`*_\[\]|#~])", r"\\\1", html.escape(text, quote=False)).replace("\n", "⏎ ")
+
+
+def _marked(pieces: Sequence[tuple[str, bool]], escape: Any) -> str:
+    """Token texts joined, each run of tokens that differ from the other side wrapped in ``<mark>``."""
+    out, run = [], []
+    for text, same in pieces:
+        if same:
+            if run:
+                out.append(f"<mark>{escape(''.join(run))}</mark>")
+                run = []
+            out.append(escape(text))
+        else:
+            run.append(text)
+    if run:
+        out.append(f"<mark>{escape(''.join(run))}</mark>")
+    return "".join(out)
+
+
 @dataclass
 class _Block:
     kind: str
@@ -218,6 +239,27 @@ class Report:
         self.blocks.append(_Block("figure", {"name": name}))
         return self
 
+    def add_generations(self, examples: Sequence[Mapping[str, Any]], caption: str | None = None) -> Report:
+        """True vs generated continuations, token by token, the tokens that differ marked (``<mark>``).
+
+        Each example: ``id``, ``target`` and ``generated`` (lists of token texts, compared position by
+        position as the token match rate does: a missing generated token counts as a mismatch), and
+        optionally ``prompt`` (the end of the prompt, shown before) and ``scores`` (a line of text).
+        """
+        rows = []
+        for i, example in enumerate(examples):
+            target, generated = example.get("target"), example.get("generated")
+            if not all(isinstance(t, list | tuple) and all(isinstance(p, str) for p in t) for t in (target, generated)):
+                raise LetheError(f"add_generations: example {i} needs 'target' and 'generated' lists of token texts")
+            n = max(len(target), len(generated))
+            same = [j < len(target) and j < len(generated) and target[j] == generated[j] for j in range(n)]
+            rows.append({"id": str(example.get("id", i)), "scores": str(example.get("scores") or ""),
+                         "prompt": str(example.get("prompt") or ""),
+                         "target": [(p, same[j]) for j, p in enumerate(target)],
+                         "generated": [(p, same[j]) for j, p in enumerate(generated)]})
+        self.blocks.append(_Block("generations", {"rows": rows, "caption": caption}))
+        return self
+
     def add_note(self, text: str, kind: str = "info") -> Report:
         """A highlighted box: ``info``, ``ok`` (e.g. "headline holds") or ``warning`` ("does not hold")."""
         if kind not in NOTE_KINDS:
@@ -258,6 +300,16 @@ class Report:
                     if i in d["highlight"] and texts:
                         texts[0] = f"**{texts[0]}** ◆"
                     out.append("| " + " | ".join(texts) + " |")
+                out.append("")
+            elif block.kind == "generations":
+                if d["caption"]:
+                    out += [f"**{d['caption']}**", ""]
+                for row in d["rows"]:
+                    out += [f"- `{row['id']}`{' — ' + row['scores'] if row['scores'] else ''}"]
+                    if row["prompt"]:
+                        out.append(f"  - prompt (end): …{_md_text(row['prompt'])}")
+                    out.append(f"  - true: {_marked(row['target'], _md_text)}")
+                    out.append(f"  - generated: {_marked(row['generated'], _md_text)}")
                 out.append("")
             elif block.kind == "figure":
                 fig = self.figures[d["name"]]
@@ -315,6 +367,18 @@ class Report:
             kind = "data wide" if len(d["columns"]) > WIDE_TABLE_COLUMNS else "data"
             return (f'<div class="scroll"><table class="{kind}">{caption}<thead><tr>{head}</tr></thead>'
                     f"<tbody>{''.join(rows)}</tbody></table></div>")
+        if block.kind == "generations":
+            caption = f"<caption>{_esc(d['caption'])}</caption>" if d["caption"] else ""
+            rows = []
+            for row in d["rows"]:
+                head = f"<code>{_esc(row['id'])}</code>" + (f" · {_esc(row['scores'])}" if row["scores"] else "")
+                prompt = f'<span class="prompt">…{_esc(row["prompt"])}</span>' if row["prompt"] else ""
+                rows.append(f'<tr><th scope="rowgroup" colspan="2">{head}</th></tr>'
+                            f'<tr><th scope="row">true</th><td class="gen">{prompt}{_marked(row["target"], _esc)}'
+                            f'</td></tr><tr><th scope="row">generated</th><td class="gen">{prompt}'
+                            f'{_marked(row["generated"], _esc)}</td></tr>')
+            return (f'<div class="scroll"><table class="generations">{caption}<tbody>{"".join(rows)}</tbody>'
+                    "</table></div>")
         if block.kind == "figure":
             fig = self.figures[d["name"]]
             data = base64.b64encode(fig.png).decode("ascii")
@@ -404,6 +468,13 @@ figure { margin: 0; padding: 10px; border: 1px solid var(--line); border-radius:
 figure.wide { grid-column: 1 / -1; }
 figure img { display: block; max-width: 100%; height: auto; margin: 0 auto; }  /* never upscaled (blurry) */
 figcaption { font-size: 13.5px; color: var(--muted); margin-top: 6px; }
+table.generations { font-size: 14px; width: 100%; }
+table.generations th[scope="rowgroup"] { background: #eaeef2; font-weight: 600; padding-top: 8px; }
+table.generations th[scope="row"] { color: var(--muted); font-weight: 600; white-space: nowrap; width: 1%; }
+td.gen { font-family: ui-monospace, SFMono-Regular, Menlo, Consolas, monospace; font-size: 13px;
+  white-space: pre-wrap; word-break: break-word; }
+td.gen .prompt { color: #8c959f; }
+td.gen mark { background: #ffd8b5; color: #7d2a00; border-radius: 2px; text-decoration: underline dotted; }
 footer { color: var(--muted); font-size: 13px; margin-top: 40px; padding-bottom: 28px; }
 footer .foot { border-top: 1px solid var(--line); padding-top: 12px; }
 """

@@ -9,6 +9,7 @@ truth ratio, ROUGE-L and probability (:func:`lethe.audit.tofu_metrics.sacrifice_
 from __future__ import annotations
 
 import functools
+import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,8 +31,10 @@ from lethe.data.world import resolve_source
 from lethe.errors import LetheError
 from lethe.models import load_model
 from lethe.report import Report, figures
+from lethe.report.tables import sacrifice_flag
 from lethe.runs import atomic_write_json
 from lethe.unlearn.config import UnlearnConfig
+from lethe.unlearn.guard import read_attribution
 from lethe.unlearn.trainer import load_unlearn_data, run_unlearning
 
 SACRIFICE_METRICS = ("truth_ratio", "rougeL", "probability")
@@ -132,6 +135,13 @@ def sacrifice_rates(before: dict[str, Any], after: dict[str, Any]) -> dict[str, 
     return {metric: sacrifice_rate(before, after, metric) for metric in SACRIFICE_METRICS}
 
 
+def sacrifice_parts(before: dict[str, Any], after: dict[str, Any]) -> dict[str, dict[str, float]]:
+    """Per SR metric: the retain loss (numerator) and the forget removal (denominator), from two summaries."""
+    before, after = before.get("summary", before), after.get("summary", after)
+    return {metric: {"retain_drop": before[r] - after[r], "forget_drop": before[f] - after[f]}
+            for metric, (r, f) in SACRIFICE_KEYS.items()}
+
+
 def unlearn_and_evaluate(config: UnlearnConfig, *, quiet: bool = False) -> tuple[Path, dict[str, Any]]:
     """Run :func:`run_unlearning`; with ``eval.enabled``, add TOFU metrics and sacrifice rates.
 
@@ -144,8 +154,15 @@ def unlearn_and_evaluate(config: UnlearnConfig, *, quiet: bool = False) -> tuple
         return run_whp(config, quiet=quiet)
     data = load_unlearn_data(config)  # fail before anything is written: the unlearning data first,
     inputs = check_eval_inputs(config)  # then what the evaluation will read
-    after = None if inputs is None else functools.partial(_evaluate_run, config, inputs)
+    after = functools.partial(_report_run, config) if inputs is None else functools.partial(_evaluate_run, config,
+                                                                                              inputs)
     return run_unlearning(config, quiet=quiet, data=data, after=after)  # evaluated inside the run's lock
+
+
+def _report_run(config: UnlearnConfig, run_dir: Path, metrics: dict[str, Any]) -> dict[str, Any]:
+    """Without an evaluation: the report of the unlearning alone (curves, GUARD weights)."""
+    write_unlearn_report(run_dir, config, metrics)
+    return metrics
 
 
 def _evaluate_run(config: UnlearnConfig, inputs: EvalInputs, run_dir: Path,
@@ -160,27 +177,130 @@ def _evaluate_run(config: UnlearnConfig, inputs: EvalInputs, run_dir: Path,
     metrics["tofu_before"] = {k: before["summary"].get(k) for k in TOFU_HEADLINE}
     metrics["tofu"] = {k: after["summary"].get(k) for k in TOFU_HEADLINE}
     metrics["sacrifice_rate"] = sacrifice_rates(before, after)
+    metrics["sacrifice_parts"] = sacrifice_parts(before, after)
     atomic_write_json(run_dir / "metrics.json", metrics)
     write_unlearn_report(run_dir, config, metrics)
     return metrics
 
 
+SR_LABELS = {"truth_ratio": "truth ratio", "rougeL": "ROUGE-L", "probability": "probability"}
+
+
 def write_unlearn_report(run_dir: Path, config: UnlearnConfig, metrics: dict[str, Any]) -> None:
+    """``report.md`` / ``report.html`` of an unlearning run: TOFU before/after and the sacrifice rates with
+    the reading of their sign (when evaluated), the forget / retain curves of the run's log, the GUARD
+    weights (when GUARD is on)."""
     guard = "GUARD-weighted " if config.guard.enabled else ""
     page = Report(f"Unlearning: {guard}{config.method}", subtitle=f"{config.data.forget_split} of "
                                                                   f"{config.data.source}, model {config.model.name}")
+    page.add_keyvalues({"method": config.method, "steps": metrics.get("steps"),
+                        "forget samples": metrics.get("forget_samples"),
+                        "retain samples": metrics.get("retain_samples"),
+                        "forget NLL before → after": _arrow(metrics, "forget_nll"),
+                        "forget probability before → after": _arrow(metrics, "forget_prob"),
+                        "retain NLL before → after": _arrow(metrics, "retain_nll"),
+                        "retain probability before → after": _arrow(metrics, "retain_prob")},
+                       caption="The run (NLL: mean per answer token over the forget set and a retain sample of "
+                               "its size)")
+    if "tofu" in metrics:
+        _add_tofu_sections(page, config, metrics)
+    else:
+        page.add_note("No TOFU evaluation (eval.enabled=false): no before/after metrics or sacrifice rates.")
+    _add_curves(page, run_dir, config)
+    if config.guard.enabled:
+        _add_guard_weights(page, run_dir, metrics)
+    page.write(run_dir)
+
+
+def _arrow(metrics: dict[str, Any], key: str) -> str | None:
+    before, after = metrics.get(f"{key}_before"), metrics.get(f"{key}_after")
+    if not all(isinstance(v, int | float) for v in (before, after)):
+        return None
+    return f"{before:.4g} → {after:.4g}"
+
+
+def _add_tofu_sections(page: Report, config: UnlearnConfig, metrics: dict[str, Any]) -> None:
     rows = [{"metric": k, "before": metrics["tofu_before"].get(k), "after": metrics["tofu"].get(k)}
             for k in TOFU_HEADLINE]
     page.add_paragraph(f"Input protocol: {metrics.get('tofu_protocol', config.eval.protocol)}"
                        f"{f', system prompt {config.eval.system_prompt!r}' if config.eval.system_prompt else ''}"
                        " (see docs/protocols.md)")
     page.add_table(rows, caption=f"TOFU metrics before and after unlearning ({config.eval.protocol} protocol)")
-    page.add_keyvalues({f"sacrifice rate ({m})": v for m, v in metrics["sacrifice_rate"].items()},
-                       caption="Retain performance lost per unit of forget performance removed (lower is better)")
+    page.add_heading("Sacrifice rates")
+    page.add_paragraph("SR = (M_retain(before) − M_retain(after)) / (M_forget(before) − M_forget(after)): retain "
+                       "performance lost per unit of forget performance removed. Lower is better only while the "
+                       "forget metric went down; the reading column says what each sign means here.")
+    parts = metrics.get("sacrifice_parts") or {}
+    sr_rows, flagged = [], []
+    for metric, value in metrics["sacrifice_rate"].items():
+        part = parts.get(metric) or {}
+        reading = sacrifice_flag(part.get("retain_drop"), part.get("forget_drop"))
+        sr_rows.append({"metric": SR_LABELS.get(metric, metric), "retain lost": part.get("retain_drop"),
+                        "forget removed": part.get("forget_drop"), "SR": value, "reading": reading})
+        if not reading.startswith("retain lost per unit"):
+            flagged.append(f"{SR_LABELS.get(metric, metric)}: {reading}")
+    page.add_table(sr_rows, caption="Sacrifice rate per metric, with its numerator and denominator")
+    for line in flagged:
+        page.add_note(f"SR ({line}).", kind="warning" if "NOT" in line or "undefined" in line else "info")
     bars = {"before": {k: metrics["tofu_before"].get(k) or 0.0 for k in ("model_utility", "forget_Q_A_ROUGE",
                                                                           "forget_Q_A_Prob")},
             "after": {k: metrics["tofu"].get(k) or 0.0 for k in ("model_utility", "forget_Q_A_ROUGE",
                                                                  "forget_Q_A_Prob")}}
     page.add_figure("before_after", figures.bar_comparison(bars, "Before vs after unlearning"),
                     "Model utility and forget-set ROUGE / probability before and after.")
-    page.write(run_dir)
+
+
+def unlearning_curves(run_dir: Path) -> dict[str, list[tuple[float, float]]]:
+    """(step, value) of ``forget_nll``, ``forget_loss`` and ``retain_loss`` from the run's ``log.jsonl``
+    ``train`` events (the batch means the trainer logs every ``train.logging_steps``); bad lines skipped."""
+    out: dict[str, list[tuple[float, float]]] = {"forget_nll": [], "forget_loss": [], "retain_loss": []}
+    path = run_dir / "log.jsonl"
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines() if path.is_file() else []:
+        try:
+            event = json.loads(line)
+        except json.JSONDecodeError:
+            continue  # a killed run can leave a partial last line
+        if not isinstance(event, dict) or event.get("event") != "train" or not isinstance(event.get("step"), int):
+            continue
+        for key, points in out.items():
+            if isinstance(event.get(key), int | float):
+                points.append((float(event["step"]), float(event[key])))
+    return out
+
+
+def _add_curves(page: Report, run_dir: Path, config: UnlearnConfig) -> None:
+    curves = unlearning_curves(run_dir)
+    page.add_heading("Unlearning curves")
+    if not any(curves.values()):
+        page.add_note("The run's log.jsonl has no logged training steps (lower train.logging_steps).")
+        return
+    page.add_figure("forget_curve", figures.training_curves(
+        {"forget NLL (batch mean per token)": curves["forget_nll"],
+         f"forget term of {config.method}": curves["forget_loss"]}, title="Forget set during unlearning"),
+        "Forget batches at each logged step: mean NLL per answer token (higher = more forgotten) and the "
+        "objective's forget term.")
+    if any(v for _, v in curves["retain_loss"]):
+        page.add_figure("retain_curve", figures.training_curves(
+            {"retain term (batch mean)": curves["retain_loss"]}, title="Retain set during unlearning"),
+            "The objective's retain term on the retain batches at each logged step (NLL or KL: lower = retain "
+            "knowledge kept).")
+
+
+def _add_guard_weights(page: Report, run_dir: Path, metrics: dict[str, Any]) -> None:
+    page.add_heading("GUARD weights")
+    path = run_dir / "attribution.json"
+    if not path.is_file():
+        page.add_note("GUARD was on but the run directory has no attribution.json.", kind="warning")
+        return
+    ids, scores, weights = read_attribution(path)
+    g = metrics.get("guard") or {}
+    page.add_keyvalues({k: g.get(k) for k in ("tau", "normalize", "effective_samples", "weight_min", "weight_max",
+                                              "recompute_every") if k in g},
+                       caption="GUARD: w = softmax(−a/τ) over the forget set, a_i = ⟨∇ℓ_i, ḡ_R⟩ at θ₀")
+    page.add_figure("guard_weights", figures.guard_weights_figure(weights.tolist(), scores.tolist()),
+                    f"Weight N·w of each of the {len(ids)} forget samples (1 = uniform; > 1 unlearned more strongly, "
+                    "< 1 more gently), from attribution.json; right: against the attribution score.")
+    recomputed = sorted((run_dir / "attribution").glob("step-*.json")) if (run_dir / "attribution").is_dir() else []
+    if recomputed:
+        page.add_note(f"The weights were recomputed {len(recomputed)} time(s) during the run "
+                      "(attribution/step-*.json); the figure shows those at θ₀.")
