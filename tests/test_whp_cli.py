@@ -131,12 +131,18 @@ def test_unlearn_whp_refuses_a_reinforced_model_with_another_vocabulary(tmp_path
 
 
 def test_familiarity_and_relearn_audits(tmp_path, model_dir, world_dir, capsys):
+    from lethe.audit.familiarity import load_probes
+
     code = main(["audit", "familiarity", "--model", str(model_dir), "--probes", str(world_dir), "--terms",
                  str(world_dir / "anchored_terms.json"), "--max-new-tokens", "4", "--run-dir", str(tmp_path / "f"),
                  "--quiet"])
     assert code == 0
     result = json.loads((tmp_path / "f" / "familiarity.json").read_text())
-    assert result["n_probes"] == 30 and len(result["items"]) == 30
+    assert result["n_probes"] == 56 and len(result["items"]) == 56
+    assert set(result["by_style"]) == {"question", "saga-worded"}  # each style scored on its own probes too
+    for style, scores in result["by_style"].items():
+        group = [i for i, p in zip(result["items"], load_probes(world_dir), strict=True) if p["style"] == style]
+        assert scores["probability_familiarity"] == pytest.approx(sum(i["probability"] for i in group) / len(group))
     assert "GPT-4" in result["judge"]
     # the inference-time WHP model is audited like any model
     code = main(["audit", "familiarity", "--model", str(model_dir), "--probes", str(world_dir), "--reinforced",
