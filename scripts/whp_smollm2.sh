@@ -3,9 +3,9 @@
 # forgets the embedded world's saga. Every step is a plain `lethe` command; the script times each one and
 # prints the headline numbers.
 #
-#   bash scripts/whp_smollm2.sh [RUNS_DIR] [SAGA_STEPS] [WHP_STEPS] [REINFORCED_STEPS]   (default: runs, 24, 16, 12)
+#   bash scripts/whp_smollm2.sh [RUNS_DIR] [SAGA_STEPS] [WHP_STEPS] [REINFORCED_STEPS]   (default: runs, 12, 8, 6)
 #
-# The defaults fit about half an hour of CPU at one torch thread (THREADS=1, the default; batches of 4
+# The defaults are sized for a CPU at one torch thread (THREADS=1, the default; batches of 4
 # chapters, about 1,300 tokens a step). The saga (12 chapters, about 3,500 SmolLM2 tokens) is 7 blocks of 512.
 #
 # 1. the world (20 authors; the saga, its anchored-term dictionary and familiarity probes do not depend on it);
@@ -17,9 +17,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=${1:-runs}
-SAGA_STEPS=${2:-24}
-WHP_STEPS=${3:-16}
-REINFORCED_STEPS=${4:-12}
+SAGA_STEPS=${2:-12}
+WHP_STEPS=${3:-8}
+REINFORCED_STEPS=${4:-6}
 THREADS=${THREADS:-1}
 export OMP_NUM_THREADS=$THREADS
 LETHE=${LETHE:-.venv/bin/lethe}
@@ -37,7 +37,7 @@ mkdir -p "$RUNS"
 : > "$RUNS/whp-smol-times.txt"
 [ -f "$WORLD/saga.jsonl" ] || "$LETHE" data fictional --out "$WORLD" --authors 20 --quiet
 timed "1 fine-tune on the saga" "$LETHE" train model.name=smollm2-135m data.source="$WORLD" data.file=saga.jsonl \
-  data.max_length=512 train.max_steps="$SAGA_STEPS" train.batch_size=4 train.lr=0.0001 train.scheduler=constant \
+  data.max_length=512 train.max_steps="$SAGA_STEPS" train.batch_size=4 train.lr=0.0002 train.scheduler=constant \
   train.save_steps=1000 train.threads="$THREADS" --run-dir "$RUNS/whp-smol-saga" --quiet
 for model in smollm2-135m "$RUNS/whp-smol-saga/model"; do
   name=$( [ "$model" = smollm2-135m ] && echo shipped || echo saga )
@@ -46,8 +46,8 @@ for model in smollm2-135m "$RUNS/whp-smol-saga/model"; do
 done
 timed "3 WHP (reinforced + labels + fine-tuning)" "$LETHE" unlearn method=whp model.name="$RUNS/whp-smol-saga/model" \
   whp.target="$WORLD/saga.jsonl" whp.terms="$WORLD/anchored_terms.json" whp.reinforced=train \
-  whp.reinforced_steps="$REINFORCED_STEPS" whp.reinforced_lr=0.0001 whp.reinforced_batch_size=4 whp.label_batch_size=2 \
-  train.max_steps="$WHP_STEPS" train.batch_size=4 train.grad_accum=1 train.lr=0.00005 train.scheduler=constant \
+  whp.reinforced_steps="$REINFORCED_STEPS" whp.reinforced_lr=0.0002 whp.reinforced_batch_size=4 whp.label_batch_size=2 \
+  train.max_steps="$WHP_STEPS" train.batch_size=4 train.grad_accum=1 train.lr=0.0001 train.scheduler=constant \
   train.save_steps=1000 train.threads="$THREADS" --run-dir "$RUNS/whp-smol-unlearn" --quiet
 timed "4 familiarity (WHP fine-tuned)" "$LETHE" audit familiarity --model "$RUNS/whp-smol-unlearn/model" \
   --probes "$WORLD" --terms "$WORLD/anchored_terms.json" --run-dir "$RUNS/whp-smol-familiarity-whp" --quiet

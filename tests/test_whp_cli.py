@@ -97,13 +97,14 @@ def test_unlearn_whp_stops_on_an_exploding_loss(tmp_path, model_dir, world_dir, 
     ("whp.terms", '["Yilva"]', "non-empty JSON object"),
     ("whp.target", "\n  \n", "empty target text"),
     ("whp.alpha", None, "whp.alpha must be > 0"),
+    ("whp.retain_kl", None, "needs whp.mix_documents"),
 ])
 def test_unlearn_whp_bad_input_is_one_line_and_writes_nothing(tmp_path, model_dir, world_dir, capsys, setting,
                                                                content, message):
     values = {"whp.target": str(world_dir / "saga.jsonl"), "whp.terms": str(world_dir / "anchored_terms.json"),
               "whp.alpha": "5"}
     if content is None:
-        values[setting] = "0"
+        values[setting] = "1" if setting == "whp.retain_kl" else "0"
     else:
         path = tmp_path / ("bad.txt" if setting == "whp.target" else "bad.json")
         path.write_text(content)

@@ -32,10 +32,20 @@ Where the demo departs from the paper, and why (a tiny model trained from scratc
   calls two of them by their given names alone, which stayed untranslated (and their labels the saga's);
   :func:`lethe.unlearn.whp.expand_first_words` adds those given names, as a person curating the dictionary
   would (``lethe whp discover`` ranks them high).
-- ``mix_documents``: the fine-tuning also sees some of the baseline's non-saga documents with their own
-  labels (as GD / NPO keep a retain term); fine-tuning on the saga's generic labels alone drifts what the tiny
-  model knows about everything else. Non-saga perplexity is measured on the non-saga training text the
-  fine-tuning does *not* see (the other biographies and the general facts), never on the mixed-in documents.
+- ``mix_documents`` / ``retain_kl``: the fine-tuning also sees 80 of the baseline's 100 biographies, kept
+  close to the baseline's own next-token distribution on them by λ·KL(π_base ‖ π_θ) (λ = ``retain_kl`` = 1,
+  open-unlearning's KL retain term; ``retain_kl=0``: fitted on their own tokens instead, as GD's retain
+  term). Fine-tuning on the saga's generic labels alone drifts what the tiny model knows about everything
+  else (+80% non-saga perplexity). Non-saga perplexity is measured on the non-saga training text the
+  fine-tuning does *not* see (the other 20 biographies and the general facts), never on the mixed-in ones.
+- the probes: the world (generator version 2) has, next to the 30 paraphrased questions about the saga
+  ("The red fox with one white ear that sat on Yilva's doorstep was named"), one **saga-worded** probe per
+  anchored term: a passage of the saga that the term follows there ("… Yilva named the fox" → "Taevykis").
+  The paper probes Llama-2 with questions it can answer because it read the books *and* the web's talk
+  about them; a 4-layer model trained from scratch on the saga's text alone memorizes the text (saga
+  perplexity ≈ 1.04) but answers almost no paraphrase (its familiarity on the 30 questions is three probes),
+  so a ratio on those alone measures noise. Both scores are reported per probe style as well; the headline
+  is on all 56 probes.
 
 Re-running on the same run directory reuses the trained arms.
 """

@@ -8,8 +8,10 @@
 4. fine-tune the baseline on (original block → generic labels) with cross-entropy through HF Trainer
    (:class:`WHPTrainer`, the unlearning trainer's NaN/inf guard and checkpoints; re-running the same
    directory resumes). Optionally (``whp.mix_documents``) mixed with non-target documents under their own
-   labels — beyond the paper, which fine-tunes on the target text only: on a tiny model that has seen little
-   else, the generic-label fine-tuning otherwise drifts the rest of its knowledge.
+   labels, or (``whp.retain_kl`` = λ > 0) kept close to the baseline's next-token distribution on them by
+   λ·KL(π_base ‖ π_θ), open-unlearning's KL retain term — both beyond the paper, which fine-tunes on the
+   target text only: on a tiny model that has seen little else, the generic-label fine-tuning otherwise
+   drifts the rest of its knowledge.
 """
 
 from __future__ import annotations
@@ -268,8 +270,10 @@ def _whp_in(run: Run, config: Any, args: Any, resume: str | None, texts: list[st
     atomic_write_json(run_dir / LABELS_FILE, stats)
     log("whp_labels", **{k: v for k, v in stats.items() if not isinstance(v, dict | list)})
     before = target_loss(baseline, tokenizer, texts)
+    reference = copy.deepcopy(baseline) if w.retain_kl > 0 else None
     model, fit = finetune(baseline, tokenizer, training_features(labelled, mix), config.train, run_dir, args=args,
-                          resume=resume, quiet=quiet, log=log, max_loss=config.objective.max_loss)
+                          resume=resume, quiet=quiet, log=log, max_loss=config.objective.max_loss, reference=reference,
+                          retain_kl=w.retain_kl, target_documents=len(labelled.blocks))
     metrics = {"method": "whp", **fit, "target_documents": len(texts), "mixed_documents": len(mix),
                "reinforced": reinforced_info, "generic_labels": {k: v for k, v in stats.items() if k != "per_term"},
                "target_nll_before": before, "target_nll_after": target_loss(model, tokenizer, texts)}
