@@ -24,6 +24,7 @@ def test_small_whp_demo_writes_every_number_and_reuses_its_arms(tmp_path, capsys
     for key in ("baseline", "reinforced", "whp", "whp_inference"):
         assert {"completion_familiarity", "probability_familiarity", "saga_ppl", "nonsaga_ppl", "heldout_ppl",
                 "qa_accuracy"} <= set(metrics[key])
+    assert set(metrics["baseline"]["by_style"]) == {"question", "saga-worded"}
     assert "relearned" in metrics["whp"] and "probability_familiarity" in metrics["relearn_recovery"]
     assert metrics["probability_ratio"] == pytest.approx(
         metrics["whp"]["probability_familiarity"] / metrics["baseline"]["probability_familiarity"])

@@ -216,7 +216,7 @@ class _Evaluator:
         fam = self.familiarity(model)
         return {"completion_familiarity": fam["completion_familiarity"],
                 "probability_familiarity": fam["probability_familiarity"],
-                "first_token_probability": fam["first_token_probability"],
+                "first_token_probability": fam["first_token_probability"], "by_style": fam.get("by_style", {}),
                 "saga_ppl": self.ppl(model, self.saga), "nonsaga_ppl": self.ppl(model, self.nonsaga),
                 "heldout_ppl": self.ppl(model, self.heldout), "qa_accuracy": self.qa_accuracy(model)}, fam
 
@@ -375,6 +375,7 @@ def format_table(metrics: dict[str, Any]) -> str:
         lines.append(f"\nrelearning ({metrics['relearn_steps']} steps on saga text): WHP fine-tuned recovers "
                      f"{table_cell(rec['probability_familiarity'], '.0%')} of the removed probability familiarity and "
                      f"{table_cell(rec['completion_familiarity'], '.0%')} of the completion familiarity")
+    lines.extend(style_lines(metrics))
     lab = metrics["generic_labels"]
     lines.append(f"generic labels: {lab['changed_fraction']:.1%} of positions changed, "
                  f"{lab['before_term_changed_fraction']:.1%} of those right before an anchored term")
@@ -383,6 +384,18 @@ def format_table(metrics: dict[str, Any]) -> str:
                  f"familiarity <= {HEADLINE_RATIO:g} x baseline: {metrics['probability_ratio']:.3f} x; non-saga ppl "
                  f"within +{HEADLINE_PPL:.0%}: {metrics['nonsaga_ppl_change']:+.1%}) {verdict}")
     return "\n".join(lines)
+
+
+def style_lines(metrics: dict[str, Any]) -> list[str]:
+    """Both familiarity scores per probe style (the world's paraphrased questions, its saga-worded passages)."""
+    lines = []
+    for style in metrics["baseline"].get("by_style", {}):
+        cells = []
+        for key, label in ROWS:
+            scores = metrics[key]["by_style"][style]
+            cells.append(f"{label} {scores['completion_familiarity']:.3f} / {scores['probability_familiarity']:.4f}")
+        lines.append(f"{style} probes (completion / probability familiarity): {'; '.join(cells)}")
+    return lines
 
 
 def headline_failure(config: WHPDemoConfig, metrics: dict[str, Any]) -> str:
@@ -429,6 +442,12 @@ def write_demo_report(run_dir: Path, config: WHPDemoConfig, metrics: dict[str, A
                            f"(lr {config.relearn_lr:g}) on the first {config.relearn_chapters} saga chapter(s), "
                            "then probed again. Recovery = (F(WHP relearned) − F(WHP)) / (F(baseline) − F(WHP)).")
         page.add_keyvalues({k: v for k, v in rec.items()})
+    if style_lines(metrics):
+        page.add_heading("Per probe style")
+        page.add_paragraph("The world's 30 paraphrased questions about the saga and its 26 saga-worded probes (a "
+                           "passage of the saga that the term follows there), scored apart.")
+        for line in style_lines(metrics):
+            page.add_paragraph(line)
     page.add_heading("Per probe")
     page.add_table([{"probe": b["prompt"], "target": b["target"], "baseline completion": b["completion"],
                      "baseline P": b["probability"], "WHP completion": w["completion"], "WHP P": w["probability"]}
