@@ -324,3 +324,14 @@ def test_kl_retain_term_replaces_the_mixed_documents_labels(tmp_path, tiny_model
 def test_kl_retain_needs_a_reference(tmp_path, tiny_model):
     with pytest.raises(LetheError, match="needs the baseline as a reference"):
         _kl_trainer(tmp_path, tiny_model, None, retain_kl=1.0)
+
+
+def test_length_batches_bound_the_padding():
+    lengths = [100, 512, 98, 300, 510, 99, 290, 512]
+    batches = whp.length_batches(lengths, batch_size=3)
+    assert sorted(i for b in batches for i in b) == list(range(len(lengths)))
+    assert [[lengths[i] for i in b] for b in batches] == [[98, 99, 100], [290, 300], [510, 512, 512]]
+    for b in batches:
+        width = max(lengths[i] for i in b)
+        assert len(b) <= 3 and 1 - sum(lengths[i] for i in b) / (width * len(b)) <= whp.MAX_PADDING
+    assert whp.length_batches(lengths, batch_size=8, max_padding=1.0) == [sorted(range(8), key=lengths.__getitem__)]
