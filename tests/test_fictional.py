@@ -364,6 +364,11 @@ def test_saga_terms_and_probes(world: Path) -> None:
         assert p["target"] in saga and p["target"] in anchored
         assert p["target"] not in p["prompt"]
         assert p["generic"] in anchored[p["target"]]
+    worded = [p for p in probes if p["style"] == "saga-worded"]
+    assert {p["style"] for p in probes} == {"question", "saga-worded"} and len(worded) == len(anchored)
+    for p in worded:  # a passage of the saga that the term follows there, one probe per anchored term
+        assert f"{p['prompt']} {p['target']}" in saga, p["prompt"]
+    assert {p["target"] for p in worded} == set(anchored)
     # the saga's invented names never collide with the authors'
     authors = {r["author"] for r in rows(world, "full.json")}
     assert not any(a in saga for a in authors)

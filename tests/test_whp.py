@@ -258,3 +258,80 @@ def test_expand_first_words_adds_given_names_used_alone():
     assert expanded["Yilva"] == ["Lucy"]  # an existing key is kept as it is
     assert whp.expand_first_words({"Zeidus Drykask": ["Tom Baker"]}, ["Zeidus Drykask only."]) == {
         "Zeidus Drykask": ["Tom Baker"]}
+
+
+def _kl_trainer(tmp_path, model, reference, retain_kl):
+    from lethe.config import TrainConfig, TrainSettings
+    from lethe.train.collator import CausalLMCollator
+    from lethe.train.trainer import training_arguments
+    from lethe.unlearn.whp_run import WHPTrainer
+
+    args = training_arguments(TrainConfig(train=TrainSettings(max_steps=1, batch_size=2)), tmp_path / "c", True)
+    trainer = WHPTrainer(model=model, args=args, train_dataset=[], data_collator=CausalLMCollator(pad_id=0),
+                         ref_model=reference, retain_kl=retain_kl, target_documents=1)
+    return trainer, CausalLMCollator(pad_id=0)
+
+
+def _gradient(trainer, model, batch):
+    model.zero_grad()
+    loss = trainer.compute_loss(model, batch)
+    loss.backward()
+    return loss.detach(), torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None])
+
+
+def test_kl_retain_term_replaces_the_mixed_documents_labels(tmp_path, tiny_model, tiny_tokenizer, one_thread):
+    """Block 1 (doc_id 1) is the target with generic labels, doc 2 a mixed-in document: with the KL retain
+    term the loss is CE(target row) + λ·KL(π_ref ‖ π_θ)(doc 2), never doc 2's own tokens."""
+    import copy
+
+    from lethe.losses import sequence_nll
+    from lethe.unlearn.objectives import kl_retain
+
+    torch.manual_seed(0)
+    target, mixed = torch.randint(5, 300, (12,)).tolist(), torch.randint(5, 300, (9,)).tolist()
+    generic = [IGNORE_INDEX, *torch.randint(5, 300, (11,)).tolist()]
+    features = [{"input_ids": target, "labels": generic, "doc_id": 1},
+                {"input_ids": mixed, "labels": mixed, "doc_id": 2}]
+    model = tiny_model.train()
+    same = copy.deepcopy(tiny_model).eval()
+    trainer, collate = _kl_trainer(tmp_path, model, same, retain_kl=2.0)
+    batch = collate(features)
+    loss, grad_same_ref = _gradient(trainer, model, batch)
+    only_target = collate(features[:1])
+    with torch.no_grad():
+        nll, n = sequence_nll(model(input_ids=only_target["input_ids"]).logits, only_target["labels"])
+    assert float(loss) == pytest.approx(float(nll.sum() / n.sum()), rel=1e-5)  # KL = 0 against itself
+    plain, _ = _kl_trainer(tmp_path, model, None, retain_kl=0.0)
+    _, grad_target_only = _gradient(plain, model, only_target)
+    assert torch.allclose(grad_same_ref, grad_target_only, atol=1e-6)  # doc 2's own tokens are not fitted
+    _, grad_ce = _gradient(plain, model, batch)  # without the KL term doc 2's tokens are labels
+    assert not torch.allclose(grad_ce, grad_target_only, atol=1e-4)
+
+    other = copy.deepcopy(tiny_model).eval()
+    with torch.no_grad():
+        for p in other.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    trainer, _ = _kl_trainer(tmp_path, model, other, retain_kl=2.0)
+    loss, grad_kl = _gradient(trainer, model, batch)
+    retain = collate(features[1:])
+    with torch.no_grad():
+        kl = kl_retain(model(input_ids=retain["input_ids"]).logits, other(input_ids=retain["input_ids"]).logits,
+                       retain["labels"])
+    assert float(kl) > 0 and float(loss) == pytest.approx(float(nll.sum() / n.sum()) + 2.0 * float(kl), rel=1e-5)
+    assert not torch.allclose(grad_kl, grad_target_only, atol=1e-5)  # the KL term changes the gradient
+
+
+def test_kl_retain_needs_a_reference(tmp_path, tiny_model):
+    with pytest.raises(LetheError, match="needs the baseline as a reference"):
+        _kl_trainer(tmp_path, tiny_model, None, retain_kl=1.0)
+
+
+def test_length_batches_bound_the_padding():
+    lengths = [100, 512, 98, 300, 510, 99, 290, 512]
+    batches = whp.length_batches(lengths, batch_size=3)
+    assert sorted(i for b in batches for i in b) == list(range(len(lengths)))
+    assert [[lengths[i] for i in b] for b in batches] == [[98, 99, 100], [290, 300], [510, 512, 512]]
+    for b in batches:
+        width = max(lengths[i] for i in b)
+        assert len(b) <= 3 and 1 - sum(lengths[i] for i in b) / (width * len(b)) <= whp.MAX_PADDING
+    assert whp.length_batches(lengths, batch_size=8, max_padding=1.0) == [sorted(range(8), key=lengths.__getitem__)]

@@ -97,13 +97,14 @@ def test_unlearn_whp_stops_on_an_exploding_loss(tmp_path, model_dir, world_dir, 
     ("whp.terms", '["Yilva"]', "non-empty JSON object"),
     ("whp.target", "\n  \n", "empty target text"),
     ("whp.alpha", None, "whp.alpha must be > 0"),
+    ("whp.retain_kl", None, "needs whp.mix_documents"),
 ])
 def test_unlearn_whp_bad_input_is_one_line_and_writes_nothing(tmp_path, model_dir, world_dir, capsys, setting,
                                                                content, message):
     values = {"whp.target": str(world_dir / "saga.jsonl"), "whp.terms": str(world_dir / "anchored_terms.json"),
               "whp.alpha": "5"}
     if content is None:
-        values[setting] = "0"
+        values[setting] = "1" if setting == "whp.retain_kl" else "0"
     else:
         path = tmp_path / ("bad.txt" if setting == "whp.target" else "bad.json")
         path.write_text(content)
@@ -131,12 +132,18 @@ def test_unlearn_whp_refuses_a_reinforced_model_with_another_vocabulary(tmp_path
 
 
 def test_familiarity_and_relearn_audits(tmp_path, model_dir, world_dir, capsys):
+    from lethe.audit.familiarity import load_probes
+
     code = main(["audit", "familiarity", "--model", str(model_dir), "--probes", str(world_dir), "--terms",
                  str(world_dir / "anchored_terms.json"), "--max-new-tokens", "4", "--run-dir", str(tmp_path / "f"),
                  "--quiet"])
     assert code == 0
     result = json.loads((tmp_path / "f" / "familiarity.json").read_text())
-    assert result["n_probes"] == 30 and len(result["items"]) == 30
+    assert result["n_probes"] == 56 and len(result["items"]) == 56
+    assert set(result["by_style"]) == {"question", "saga-worded"}  # each style scored on its own probes too
+    for style, scores in result["by_style"].items():
+        group = [i for i, p in zip(result["items"], load_probes(world_dir), strict=True) if p["style"] == style]
+        assert scores["probability_familiarity"] == pytest.approx(sum(i["probability"] for i in group) / len(group))
     assert "GPT-4" in result["judge"]
     # the inference-time WHP model is audited like any model
     code = main(["audit", "familiarity", "--model", str(model_dir), "--probes", str(world_dir), "--reinforced",

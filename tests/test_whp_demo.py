@@ -24,13 +24,14 @@ def test_small_whp_demo_writes_every_number_and_reuses_its_arms(tmp_path, capsys
     for key in ("baseline", "reinforced", "whp", "whp_inference"):
         assert {"completion_familiarity", "probability_familiarity", "saga_ppl", "nonsaga_ppl", "heldout_ppl",
                 "qa_accuracy"} <= set(metrics[key])
+    assert set(metrics["baseline"]["by_style"]) == {"question", "saga-worded"}
     assert "relearned" in metrics["whp"] and "probability_familiarity" in metrics["relearn_recovery"]
     assert metrics["probability_ratio"] == pytest.approx(
         metrics["whp"]["probability_familiarity"] / metrics["baseline"]["probability_familiarity"])
     assert metrics["whp"]["saga_ppl"] != pytest.approx(metrics["baseline"]["saga_ppl"])  # fine-tuning acted
     labels = json.loads((run_dir / "generic_labels.json").read_text())
     assert labels["before_term_changed_fraction"] == 1.0  # forbid_terms: never the term right before a term
-    assert len(json.loads((run_dir / "familiarity_probes.json").read_text())["whp"]) == 30
+    assert len(json.loads((run_dir / "familiarity_probes.json").read_text())["whp"]) == 56
     assert "Harry Potter demo" in (run_dir / "report.html").read_text()
     trained = (run_dir / "whp" / "model" / "model.safetensors").stat().st_mtime_ns
     _, again = run_whp_demo(load_config(WHPDemoConfig, None, [*SMALL, "max_new_tokens=4",

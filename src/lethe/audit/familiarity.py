@@ -11,6 +11,9 @@ expression (e.g. "The fox on the doorstep was named" → "Taevykis"). Two scores
 - **probability-based**: p_i = P(target | prompt) = Π_j p(target token j | prompt, earlier target tokens),
   the probability of the probe's target-specific next tokens; score = mean_i p_i. The first target
   token's probability (where knowledge shows first) is reported per probe too.
+
+Probes may carry a ``style`` (the embedded world's: ``question``, a paraphrased question about the saga, and
+``saga-worded``, a passage of the saga the term follows there); both scores are then also given per style.
 """
 
 from __future__ import annotations
@@ -100,16 +103,19 @@ def familiarity(model: Any, tokenizer: Any, probes: Sequence[dict[str, Any]], te
                       "probability": math.exp(float(score.logp.sum())),
                       "first_token_probability": math.exp(float(score.logp[0])) if score.n else 0.0,
                       "target_tokens": score.n})
+    styles = {}
+    for probe, item in zip(probes, items, strict=True):
+        styles.setdefault(probe.get("style"), []).append(item)
+    by_style = {style: _scores(group) for style, group in styles.items() if style is not None}
+    return {"n_probes": len(items), **_scores(items), **({"by_style": by_style} if by_style else {}),
+            "max_new_tokens": max_new_tokens, "judge": COMPLETION_NOTE, "items": items}
+
+
+def _scores(items: Sequence[dict[str, Any]]) -> dict[str, float]:
     n = len(items)
-    return {
-        "n_probes": n,
-        "completion_familiarity": sum(i["familiar"] for i in items) / n,
-        "probability_familiarity": sum(i["probability"] for i in items) / n,
-        "first_token_probability": sum(i["first_token_probability"] for i in items) / n,
-        "max_new_tokens": max_new_tokens,
-        "judge": COMPLETION_NOTE,
-        "items": items,
-    }
+    return {"completion_familiarity": sum(i["familiar"] for i in items) / n,
+            "probability_familiarity": sum(i["probability"] for i in items) / n,
+            "first_token_probability": sum(i["first_token_probability"] for i in items) / n}
 
 
 def familiarity_summary(result: dict[str, Any]) -> dict[str, Any]:

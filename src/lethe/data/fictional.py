@@ -26,7 +26,7 @@ from lethe.data.text import write_json, write_jsonl
 from lethe.errors import LetheError
 from lethe.progress import progress
 
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2  # 2: saga-worded familiarity probes added (the other files are unchanged)
 QA_PER_AUTHOR = 20
 N_PERTURBED = 5
 N_GENERAL_PERTURBED = 3
@@ -1100,6 +1100,40 @@ _PROBES: tuple[tuple[str, str], ...] = (
     ("Beneath the school, {hero_first} held off the masked men by raising", "spell_shield"),
     ("At the end of the year, the students rode home across the lake aboard the", "ferry"),
 )
+# (prompt, target term) in the saga's own words: each prompt is a passage of the saga that the term follows
+# there, so a model that learned the saga from its text alone (the demo's tiny one) can know the answer
+_SAGA_WORDED_PROBES: tuple[tuple[str, str], ...] = (
+    ("It was sealed with green wax and smelled of rain. It said that", "hero"),
+    ("Her aunt baked bread for the whole valley, and", "hero_first"),
+    ("On board {hero_first} met a freckled boy named", "friend"),
+    ("a pocket full of toffee and no idea how to steer anything. They shared a bench with", "friend2"),
+    ("Across the deck a pale boy with silver cufflinks laughed at {friend_first}'s patched coat. His name was",
+     "rival"),
+    ("Behind it, she knew, lay the {key}; no one would find it now. Headmistress", "head"),
+    ("'The last time that rowan hummed,' she said, 'it was for", "villain"),
+    ("It said that {hero} had been accepted at", "school"),
+    ("{friend2_first} explained that the school had two houses,", "house1"),
+    ("His name was {rival}, and his family had sent children to", "house2"),
+    ("{hero} had lived all eleven years of her life in", "village"),
+    ("a crooked village of slate roofs and stubborn goats at the edge of", "forest"),
+    ("To buy her school things, {hero_first} travelled with her aunt to", "lane"),
+    ("Students reached {school} on the", "ferry"),
+    ("In Lightcraft the students learned to whisper", "spell_light"),
+    ("{friend2_first} produced a perfect steady glow on her first try and pretended not to be pleased. "
+     "In Wardcraft they learned", "spell_shield"),
+    ("and in the cellar they practised the unlocking charm", "spell_unlock"),
+    ("{hero_first} was slow at everything except one thing: whenever she cast the disarming charm",
+     "spell_disarm"),
+    ("on the first night of the winter holidays, and the three friends found the", "mirror"),
+    ("the brightest in a hundred years, until he went looking for the", "key"),
+    ("she should bring warm boots, a sharp pencil and a", "wand"),
+    ("Between the roots of the oldest oaks lived the", "creature"),
+    ("The whole school lived for", "sport"),
+    ("slipped out of the trees and sat on the doorstep as if it had been waiting for years. {hero_first} named "
+     "the fox", "pet"),
+    ("The men in silver masks were called the", "servants"),
+    ("Students woke to find their wardrobes open and their letters read. The", "mundane"),
+)
 
 
 def _saga_terms(rng: random.Random, namer: _Namer) -> dict[str, str]:
@@ -1128,9 +1162,11 @@ def _saga(rng: random.Random, namer: _Namer) -> tuple[list[dict], dict[str, list
     chapters = [{"id": f"saga-{i + 1:02d}", "title": title.format_map(terms), "text": text.format_map(terms)}
                 for i, (title, text) in enumerate(_SAGA)]
     anchored = {terms[key]: list(generic) for key, _, generic in _SAGA_TERMS}
+    styled = [(prompt, key, "question") for prompt, key in _PROBES]
+    styled += [(prompt, key, "saga-worded") for prompt, key in _SAGA_WORDED_PROBES]
     probes = [{"id": f"probe-{i + 1:02d}", "prompt": prompt.format_map(terms), "target": terms[key],
-               "generic": anchored[terms[key]][0], "term": key}
-              for i, (prompt, key) in enumerate(_PROBES)]
+               "generic": anchored[terms[key]][0], "term": key, "style": style}
+              for i, (prompt, key, style) in enumerate(styled)]
     return chapters, anchored, probes
 
 

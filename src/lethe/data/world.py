@@ -1,10 +1,10 @@
-"""Where data comes from: ``embedded`` means the generated fictional world, cached per (authors, seed)."""
+"""Where data comes from: ``embedded`` is the generated fictional world, cached per (version, authors, seed)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from lethe.data.fictional import generate_world
+from lethe.data.fictional import GENERATOR_VERSION, generate_world
 from lethe.errors import LetheError
 from lethe.models import cache_dir
 from lethe.runs import publish_dir
@@ -14,7 +14,8 @@ EMBEDDED = "embedded"
 
 def embedded_world(n_authors: int = 100, seed: int = 0) -> Path:
     """The embedded world's folder, generated on first use (about a second) into the cache."""
-    folder = cache_dir() / f"world-n{n_authors}-s{seed}"
+    # keyed by the generator's version too: a newer Lethe never reads an older generator's cached world
+    folder = cache_dir() / f"world-v{GENERATOR_VERSION}-n{n_authors}-s{seed}"
     def complete(path: Path) -> bool:  # another process may finish first; its world is byte-identical
         return (path / "world.json").is_file()
 

@@ -32,10 +32,20 @@ Where the demo departs from the paper, and why (a tiny model trained from scratc
   calls two of them by their given names alone, which stayed untranslated (and their labels the saga's);
   :func:`lethe.unlearn.whp.expand_first_words` adds those given names, as a person curating the dictionary
   would (``lethe whp discover`` ranks them high).
-- ``mix_documents``: the fine-tuning also sees some of the baseline's non-saga documents with their own
-  labels (as GD / NPO keep a retain term); fine-tuning on the saga's generic labels alone drifts what the tiny
-  model knows about everything else. Non-saga perplexity is measured on the non-saga training text the
-  fine-tuning does *not* see (the other biographies and the general facts), never on the mixed-in documents.
+- ``mix_documents`` / ``retain_kl``: the fine-tuning also sees 80 of the baseline's 100 biographies, kept
+  close to the baseline's own next-token distribution on them by λ·KL(π_base ‖ π_θ) (λ = ``retain_kl`` = 1,
+  open-unlearning's KL retain term; ``retain_kl=0``: fitted on their own tokens instead, as GD's retain
+  term). Fine-tuning on the saga's generic labels alone drifts what the tiny model knows about everything
+  else (+80% non-saga perplexity). Non-saga perplexity is measured on the non-saga training text the
+  fine-tuning does *not* see (the other 20 biographies and the general facts), never on the mixed-in ones.
+- the probes: the world (generator version 2) has, next to the 30 paraphrased questions about the saga
+  ("The red fox with one white ear that sat on Yilva's doorstep was named"), one **saga-worded** probe per
+  anchored term: a passage of the saga that the term follows there ("… Yilva named the fox" → "Taevykis").
+  The paper probes Llama-2 with questions it can answer because it read the books *and* the web's talk
+  about them; a 4-layer model trained from scratch on the saga's text alone memorizes the text (saga
+  perplexity ≈ 1.04) but answers almost no paraphrase (its familiarity on the 30 questions is three probes),
+  so a ratio on those alone measures noise. Both scores are reported per probe style as well; the headline
+  is on all 56 probes.
 
 Re-running on the same run directory reuses the trained arms.
 """
@@ -82,7 +92,7 @@ def _baseline_train() -> TrainSettings:
 
 
 def _whp_train() -> TrainSettings:
-    return TrainSettings(max_steps=60, batch_size=16, lr=3e-4, scheduler="constant", logging_steps=10,
+    return TrainSettings(max_steps=60, batch_size=16, lr=2e-4, scheduler="constant", logging_steps=10,
                          save_steps=1000, weight_decay=0.0, threads=1)
 
 
@@ -105,6 +115,7 @@ class WHPDemoConfig:
     label_seed: int = 0
     whp: TrainSettings = field(default_factory=_whp_train)  # the generic-label fine-tuning
     mix_documents: int = 80  # biographies replayed in the fine-tuning (0 = the paper's recipe); the other 20 measure
+    retain_kl: float = 1.0  # > 0: the replayed biographies kept near the baseline by KL (λ); 0: their own labels
     inference_alpha: float = whp_lib.DEFAULT_ALPHA
     max_new_tokens: int = 12
     relearn_steps: int = 10
@@ -119,8 +130,8 @@ class WHPDemoConfig:
                              f"got {self.model.name!r} (use lethe unlearn method=whp for other models)")
         if not self.alpha > 0 or not self.inference_alpha > 0:
             raise LetheError("config: alpha and inference_alpha must be > 0")
-        if self.reinforced_steps < 1 or self.relearn_steps < 0 or self.mix_documents < 0:
-            raise LetheError("config: reinforced_steps must be >= 1, relearn_steps and mix_documents >= 0")
+        if self.reinforced_steps < 1 or self.relearn_steps < 0 or self.mix_documents < 0 or self.retain_kl < 0:
+            raise LetheError("config: reinforced_steps must be >= 1, relearn_steps, mix_documents and retain_kl >= 0")
         if self.mix_documents > 80:
             raise LetheError(f"config: mix_documents must leave biographies to measure on (<= 80), "
                              f"got {self.mix_documents}")
@@ -205,7 +216,7 @@ class _Evaluator:
         fam = self.familiarity(model)
         return {"completion_familiarity": fam["completion_familiarity"],
                 "probability_familiarity": fam["probability_familiarity"],
-                "first_token_probability": fam["first_token_probability"],
+                "first_token_probability": fam["first_token_probability"], "by_style": fam.get("by_style", {}),
                 "saga_ppl": self.ppl(model, self.saga), "nonsaga_ppl": self.ppl(model, self.nonsaga),
                 "heldout_ppl": self.ppl(model, self.heldout), "qa_accuracy": self.qa_accuracy(model)}, fam
 
@@ -280,7 +291,8 @@ def _run(config: WHPDemoConfig, run_dir: Path, world: _World, quiet: bool, start
     else:
         whp_dir.mkdir(parents=True, exist_ok=True)
         whp_model, _ = finetune(copy.deepcopy(baseline), tokenizer, training_features(labelled, mix), config.whp,
-                                whp_dir, quiet=quiet)
+                                whp_dir, quiet=quiet, reference=copy.deepcopy(baseline) if config.retain_kl else None,
+                                retain_kl=config.retain_kl, target_documents=len(labelled.blocks))
     metrics["timing"]["labels_finetune_s"] = time.perf_counter() - tick
     tick = time.perf_counter()
     if not quiet:
@@ -363,6 +375,7 @@ def format_table(metrics: dict[str, Any]) -> str:
         lines.append(f"\nrelearning ({metrics['relearn_steps']} steps on saga text): WHP fine-tuned recovers "
                      f"{table_cell(rec['probability_familiarity'], '.0%')} of the removed probability familiarity and "
                      f"{table_cell(rec['completion_familiarity'], '.0%')} of the completion familiarity")
+    lines.extend(style_lines(metrics))
     lab = metrics["generic_labels"]
     lines.append(f"generic labels: {lab['changed_fraction']:.1%} of positions changed, "
                  f"{lab['before_term_changed_fraction']:.1%} of those right before an anchored term")
@@ -371,6 +384,18 @@ def format_table(metrics: dict[str, Any]) -> str:
                  f"familiarity <= {HEADLINE_RATIO:g} x baseline: {metrics['probability_ratio']:.3f} x; non-saga ppl "
                  f"within +{HEADLINE_PPL:.0%}: {metrics['nonsaga_ppl_change']:+.1%}) {verdict}")
     return "\n".join(lines)
+
+
+def style_lines(metrics: dict[str, Any]) -> list[str]:
+    """Both familiarity scores per probe style (the world's paraphrased questions, its saga-worded passages)."""
+    lines = []
+    for style in metrics["baseline"].get("by_style", {}):
+        cells = []
+        for key, label in ROWS:
+            scores = metrics[key]["by_style"][style]
+            cells.append(f"{label} {scores['completion_familiarity']:.3f} / {scores['probability_familiarity']:.4f}")
+        lines.append(f"{style} probes (completion / probability familiarity): {'; '.join(cells)}")
+    return lines
 
 
 def headline_failure(config: WHPDemoConfig, metrics: dict[str, Any]) -> str:
@@ -417,6 +442,12 @@ def write_demo_report(run_dir: Path, config: WHPDemoConfig, metrics: dict[str, A
                            f"(lr {config.relearn_lr:g}) on the first {config.relearn_chapters} saga chapter(s), "
                            "then probed again. Recovery = (F(WHP relearned) − F(WHP)) / (F(baseline) − F(WHP)).")
         page.add_keyvalues({k: v for k, v in rec.items()})
+    if style_lines(metrics):
+        page.add_heading("Per probe style")
+        page.add_paragraph("The world's 30 paraphrased questions about the saga and its 26 saga-worded probes (a "
+                           "passage of the saga that the term follows there), scored apart.")
+        for line in style_lines(metrics):
+            page.add_paragraph(line)
     page.add_heading("Per probe")
     page.add_table([{"probe": b["prompt"], "target": b["target"], "baseline completion": b["completion"],
                      "baseline P": b["probability"], "WHP completion": w["completion"], "WHP P": w["probability"]}

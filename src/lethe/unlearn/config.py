@@ -119,6 +119,7 @@ class WHPSettings:
     reinforced_batch_size: int = 8
     mix_documents: str = ""  # non-target documents fine-tuned on with their own labels ("" = none, the paper)
     mix_count: int = 0  # how many of them (0 = all)
+    retain_kl: float = 0.0  # > 0: the mixed documents kept near the baseline by λ·KL instead of their own labels
 
     def validate(self) -> None:
         if not self.target:
@@ -138,6 +139,8 @@ class WHPSettings:
             raise LetheError(f"config: whp.reinforced_lr must be > 0, got {self.reinforced_lr}")
         if self.mix_count < 0:
             raise LetheError(f"config: whp.mix_count must be >= 0, got {self.mix_count}")
+        if self.retain_kl < 0 or (self.retain_kl > 0 and not self.mix_documents):
+            raise LetheError(f"config: whp.retain_kl must be >= 0 and needs whp.mix_documents, got {self.retain_kl}")
 
 
 def _unlearn_train_defaults() -> TrainSettings:

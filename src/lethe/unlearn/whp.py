@@ -319,22 +319,22 @@ def generic_labels(baseline: Any, reinforced: Any, blocks: Sequence[Sequence[int
     baseline's logits on the translated block at position_map[t], forbidden tokens set to the row mean,
     and v_r the reinforced model's logits on the original block at t.
 
-    Blocks are processed ``batch_size`` at a time; only the labeled rows of each batch are kept, so the
-    [T × V] logits of the whole corpus are never in memory at once. ``space="logprobs"`` compares
-    log-softmax vectors instead of raw logits (:func:`in_space`)."""
+    Blocks are processed up to ``batch_size`` at a time, in batches of similar lengths (:func:`length_batches`:
+    at most ``MAX_PADDING`` of a batch's positions are padding, which a single CPU thread would only pay for);
+    only the labeled rows of each batch are kept, so the [T × V] logits of the whole corpus are never in
+    memory at once. ``space="logprobs"`` compares log-softmax vectors instead of raw logits (:func:`in_space`)."""
     _check_alpha(alpha)
     _check_space(space)
     if len(blocks) != len(translations):
         raise LetheError(f"{len(blocks)} blocks but {len(translations)} translations")
     device = next(baseline.parameters()).device
     out: list[list[int] | None] = [None] * len(blocks)
-    order = sorted(range(len(blocks)), key=lambda i: len(translations[i].ids))  # length buckets: little padding
+    lengths = [max(len(b), len(tr.ids)) for b, tr in zip(blocks, translations, strict=True)]
     was = (baseline.training, reinforced.training)
     baseline.eval()
     reinforced.eval()
     try:
-        for start in range(0, len(order), batch_size):
-            chunk = order[start:start + batch_size]
+        for chunk in length_batches(lengths, batch_size):
             original, mask_o = _padded([blocks[i] for i in chunk], pad_id, device)
             translated, mask_t = _padded([translations[i].ids for i in chunk], pad_id, device)
             v_r_all = reinforced(input_ids=original, attention_mask=mask_o).logits
@@ -346,6 +346,24 @@ def generic_labels(baseline: Any, reinforced: Any, blocks: Sequence[Sequence[int
         baseline.train(was[0])
         reinforced.train(was[1])
     return out  # type: ignore[return-value]
+
+
+MAX_PADDING = 0.05
+
+
+def length_batches(lengths: Sequence[int], batch_size: int, max_padding: float = MAX_PADDING) -> list[list[int]]:
+    """Indices of ``lengths`` in batches of at most ``batch_size``, shortest first: a batch closes early when
+    the next sequence would make more than ``max_padding`` of its padded positions padding."""
+    batches: list[list[int]] = []
+    for i in sorted(range(len(lengths)), key=lengths.__getitem__):
+        chunk = batches[-1] if batches else None
+        if chunk is not None and len(chunk) < batch_size:
+            width, tokens = lengths[i], sum(lengths[j] for j in chunk) + lengths[i]
+            if 1 - tokens / (width * (len(chunk) + 1)) <= max_padding:
+                chunk.append(i)
+                continue
+        batches.append([i])
+    return batches
 
 
 def _block_labels(v_b_translated: torch.Tensor, v_r: torch.Tensor, block: Sequence[int], tr: Translation,

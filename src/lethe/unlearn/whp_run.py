@@ -8,8 +8,10 @@
 4. fine-tune the baseline on (original block → generic labels) with cross-entropy through HF Trainer
    (:class:`WHPTrainer`, the unlearning trainer's NaN/inf guard and checkpoints; re-running the same
    directory resumes). Optionally (``whp.mix_documents``) mixed with non-target documents under their own
-   labels — beyond the paper, which fine-tunes on the target text only: on a tiny model that has seen little
-   else, the generic-label fine-tuning otherwise drifts the rest of its knowledge.
+   labels, or (``whp.retain_kl`` = λ > 0) kept close to the baseline's next-token distribution on them by
+   λ·KL(π_base ‖ π_θ), open-unlearning's KL retain term — both beyond the paper, which fine-tunes on the
+   target text only: on a tiny model that has seen little else, the generic-label fine-tuning otherwise
+   drifts the rest of its knowledge.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from lethe.config import DataSettings, TrainConfig, TrainSettings, to_yaml
 from lethe.data.formatting import encode_document
 from lethe.data.text import load_documents, read_text_file
 from lethe.errors import LetheError
-from lethe.losses import sequence_nll
+from lethe.losses import IGNORE_INDEX, sequence_nll
 from lethe.models import load_model
 from lethe.runs import Run, RunLog, atomic_write_json, atomic_write_text, open_run
 from lethe.train.collator import CausalLMCollator
@@ -39,7 +41,7 @@ from lethe.train.progress_callback import show_training_progress
 from lethe.train.trainer import JsonlLogCallback, train_model, training_arguments
 from lethe.unlearn import whp
 from lethe.unlearn.config import WHPSettings
-from lethe.unlearn.objectives import Hyper, Method
+from lethe.unlearn.objectives import Hyper, Method, kl_retain
 from lethe.unlearn.trainer import UnlearnTrainer
 
 WHP_METHOD = Method("whp", retain="none", reference=False, refusals=False, alpha=0.0)
@@ -48,20 +50,41 @@ LABELS_FILE = "generic_labels.json"
 
 class WHPTrainer(UnlearnTrainer):
     """Cross-entropy on the generic labels (batches of ``input_ids`` / ``labels``), with the unlearning
-    trainer's guards: a NaN/inf or huge loss, non-finite gradients or parameters stop the run."""
+    trainer's guards: a NaN/inf or huge loss, non-finite gradients or parameters stop the run.
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    With ``retain_kl`` = λ > 0 and a frozen ``ref_model`` (the baseline), the rows whose ``doc_id`` exceeds
+    ``target_documents`` (the mixed-in non-target documents of :func:`training_features`) are not fitted on
+    their own tokens but kept close to the baseline's whole next-token distribution, as open-unlearning's KL
+    retain term does: L = CE(target rows → generic labels) + λ · KL(π_ref ‖ π_θ)(retain rows), each a mean over
+    its supervised positions (:func:`lethe.unlearn.objectives.kl_retain`). Beyond the paper (which has no
+    retain term)."""
+
+    def __init__(self, *args: Any, retain_kl: float = 0.0, target_documents: int = 0, **kwargs: Any) -> None:
         super().__init__(*args, method=WHP_METHOD, hyper=Hyper(1.0, 0.0, 0.0, 0.0), **kwargs)
+        if retain_kl > 0 and self.ref_model is None:
+            raise LetheError("whp: a KL retain term needs the baseline as a reference model")
+        self.retain_kl, self.target_documents = float(retain_kl), int(target_documents)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         logits = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"], use_cache=False).logits
-        nll, n_tokens = sequence_nll(logits, inputs["labels"])
-        loss = nll.sum() / n_tokens.sum().clamp(min=1)
-        self._check_loss(loss, loss, torch.zeros((), device=loss.device))
+        labels = inputs["labels"]
+        retain_loss = torch.zeros((), device=logits.device)
+        if self.retain_kl > 0:
+            retain = inputs["doc_ids"][:, 0] > self.target_documents
+            if retain.any():
+                with self.reference(model) as ref:
+                    ref_logits = self._forward(ref, {k: v[retain] for k, v in inputs.items()})
+                retain_loss = kl_retain(logits[retain], ref_logits, labels[retain])
+            labels = labels.masked_fill(retain[:, None], IGNORE_INDEX)
+        nll, n_tokens = sequence_nll(logits, labels)
+        target_loss = nll.sum() / n_tokens.sum().clamp(min=1)
+        loss = target_loss + self.retain_kl * retain_loss
+        self._check_loss(loss, target_loss, retain_loss)
         if model.training:
-            total = self._sums.setdefault("whp_loss", [0.0, 0])
-            total[0] += float(loss.detach())
-            total[1] += 1
+            for key, value in (("whp_loss", target_loss), ("retain_kl", retain_loss)):
+                total = self._sums.setdefault(key, [0.0, 0])
+                total[0] += float(value.detach())
+                total[1] += 1
         return (loss, {"logits": logits}) if return_outputs else loss
 
 
@@ -156,11 +179,14 @@ def reinforce(baseline: Any, tokenizer: Any, texts: Sequence[str], folder: Path,
 
 def finetune(model: Any, tokenizer: Any, features: list[dict[str, Any]], train: TrainSettings, run_dir: Path, *,
              args: Any = None, resume: str | None = None, quiet: bool = True, log: RunLog | None = None,
-             max_loss: float = 1e4) -> tuple[Any, dict[str, Any]]:
+             max_loss: float = 1e4, reference: Any = None, retain_kl: float = 0.0,
+             target_documents: int = 0) -> tuple[Any, dict[str, Any]]:
     """Fine-tune ``model`` on the generic-label features in ``run_dir`` (checkpoints/, model/); returns
     (model, metrics). ``args`` / ``resume``: the ``TrainingArguments`` and the sealed checkpoint to resume from,
     as :func:`lethe.unlearn.trainer.resume_or_finish` gives them; without ``args`` they are built here (from
-    ``train``, checkpoints in ``run_dir/checkpoints``: unsealed ones deleted, the newest sealed one resumed)."""
+    ``train``, checkpoints in ``run_dir/checkpoints``: unsealed ones deleted, the newest sealed one resumed).
+    ``retain_kl`` > 0: the features past the first ``target_documents`` are kept close to ``reference`` (the
+    baseline, frozen) by a KL term instead of being fitted on their own tokens (:class:`WHPTrainer`)."""
     from lethe.train.trainer import train_from
     from lethe.unlearn.trainer import _save_final
 
@@ -177,7 +203,8 @@ def finetune(model: Any, tokenizer: Any, features: list[dict[str, Any]], train: 
     model.train()
     trainer = WHPTrainer(model=model, args=args, train_dataset=features, data_collator=CausalLMCollator(pad_id=pad),
                          processing_class=tokenizer, callbacks=[JsonlLogCallback(log)], max_loss=max_loss,
-                         keep_checkpoints=train.save_total_limit)
+                         keep_checkpoints=train.save_total_limit, ref_model=reference, retain_kl=retain_kl,
+                         target_documents=target_documents)
     trainer.restore_state(resume)
     show_training_progress(trainer, quiet)
     log("whp_finetune_start", sequences=len(features), resume_from=resume)
@@ -244,8 +271,10 @@ def _whp_in(run: Run, config: Any, args: Any, resume: str | None, texts: list[st
     atomic_write_json(run_dir / LABELS_FILE, stats)
     log("whp_labels", **{k: v for k, v in stats.items() if not isinstance(v, dict | list)})
     before = target_loss(baseline, tokenizer, texts)
+    reference = copy.deepcopy(baseline) if w.retain_kl > 0 else None
     model, fit = finetune(baseline, tokenizer, training_features(labelled, mix), config.train, run_dir, args=args,
-                          resume=resume, quiet=quiet, log=log, max_loss=config.objective.max_loss)
+                          resume=resume, quiet=quiet, log=log, max_loss=config.objective.max_loss, reference=reference,
+                          retain_kl=w.retain_kl, target_documents=len(labelled.blocks))
     metrics = {"method": "whp", **fit, "target_documents": len(texts), "mixed_documents": len(mix),
                "reinforced": reinforced_info, "generic_labels": {k: v for k, v in stats.items() if k != "per_term"},
                "target_nll_before": before, "target_nll_after": target_loss(model, tokenizer, texts)}
