@@ -25,7 +25,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from lethe.data.text import load_documents, read_text_file
+from lethe.data.text import jsonl_text, load_documents, parse_json_records, read_text_file
 from lethe.errors import LetheError
 from lethe.runs import atomic_write_json, atomic_write_text
 
@@ -76,7 +76,7 @@ def _world_of(source: str, n_authors: int, seed: int) -> dict[str, Any] | None:
 def write_manifest(run_dir: Path, records: list[dict[str, Any]], data: Any, epochs: float) -> dict[str, Any]:
     """Write ``manifest.jsonl`` and then ``manifest.json`` for ``records`` (``data``: the run's DataSettings)."""
     rows = manifest_rows(records, epochs)
-    atomic_write_text(run_dir / MANIFEST_LINES, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+    atomic_write_text(run_dir / MANIFEST_LINES, jsonl_text(rows))
     meta = {
         "format": data.format, "source": data.source, "file": data.file, "limit": data.limit,
         "world": _world_of(data.source, data.world_authors, data.world_seed),
@@ -100,16 +100,10 @@ def read_manifest(run_dir: str | Path) -> tuple[dict[str, Any], list[dict[str, A
         meta = json.loads(read_text_file(folder / MANIFEST, "manifest"))
     except json.JSONDecodeError as err:
         raise LetheError(f"{folder / MANIFEST}: invalid JSON ({err.msg})") from None
-    rows = []
     lines = folder / MANIFEST_LINES
     if not lines.is_file():
         raise LetheError(f"{folder} has {MANIFEST} but no {MANIFEST_LINES} (an incomplete run directory)")
-    for number, line in enumerate(read_text_file(lines, "manifest").splitlines(), start=1):
-        if line.strip():
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError as err:
-                raise LetheError(f"{lines} line {number}: invalid JSON ({err.msg})") from None
+    rows = [row for _, row in parse_json_records(lines, read_text_file(lines, "manifest"))]
     if not rows:
         raise LetheError(f"{lines}: no documents")
     return meta, rows
