@@ -387,5 +387,5 @@ def test_read_only_output_folders_for_real(tmp_path):
                            "lethe.cli", "data", "fictional", "--out", str(locked / "world"), "--authors", "2"],
                           env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 2, done.stderr
-    assert done.stderr.strip() == f"error: --out {locked / 'world'}: {locked} is not writable"
+    assert done.stderr.strip() == f"error: --run-dir {locked / 'world'}: {locked} is not writable"  # --out = --run-dir
     assert list(locked.iterdir()) == []

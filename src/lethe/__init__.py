@@ -18,7 +18,7 @@ from typing import Any
 from lethe.errors import LetheError
 
 __version__ = "0.1.0"
-__all__ = ["GoldfishCollator", "LetheError", "audit_extraction", "audit_familiarity", "demo_goldfish",
+__all__ = ["GoldfishCollator", "LetheError", "audit_all", "audit_extraction", "audit_familiarity", "demo_goldfish",
            "demo_memsinks", "demo_whp", "eval_tofu", "goldfish_mask", "train", "unlearn", "__version__"]
 
 
@@ -99,6 +99,17 @@ def audit_extraction(model: str | Path, data: str = "embedded", run_dir: str | P
 
     _check_settings(ExtractionSettings, settings)
     return _audit(ExtractionSettings(model=str(model), data=data, **settings), run_dir)
+
+
+def audit_all(data: str | Path, model: str | Path | None = None, run_dir: str | Path | None = None,
+              **settings: Any) -> tuple[Path, dict[str, Any]]:
+    """``lethe audit all --data RUN [--model M]``: extraction, MIA and canaries (those that apply) of a
+    training run's model (default ``RUN/model``); returns (run directory, summary)."""
+    from lethe.audit.suite import AuditAllSettings
+    from lethe.audit.suite import audit_all as _audit
+
+    _check_settings(AuditAllSettings, settings)
+    return _audit(AuditAllSettings(data=str(data), model=str(model) if model else "", **settings), run_dir)
 
 
 def demo_goldfish(overrides: list[str] | tuple[str, ...] = (), quiet: bool = True) -> tuple[Path, dict[str, Any]]:

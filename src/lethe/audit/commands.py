@@ -31,7 +31,16 @@ from lethe.models import load_model, model_positions
 from lethe.report import Report, figures
 from lethe.report.compare import scalars
 from lethe.report.tables import extraction_examples, mia_rows
-from lethe.runs import Run, RunLog, atomic_write_json, atomic_write_text, notice, open_run
+from lethe.runs import RUN_FILE, Run, RunLog, atomic_write_json, atomic_write_text, notice, open_run
+from lethe.train.manifest import (
+    MANIFEST,
+    is_train_run,
+    manifest_documents,
+    read_manifest,
+    trained_canaries,
+    world_folder,
+    world_nonmembers,
+)
 from lethe.train.memsinks import load_model_in_mode
 
 DEFAULT_DOCUMENTS = "biographies.jsonl"
@@ -57,7 +66,7 @@ class ExtractionSettings:
 class MIASettings:
     model: str
     members: str
-    nonmembers: str
+    nonmembers: str = ""  # "" = the never-trained biographies of the world that `members` (a train run) used
     reference: str = ""
     ks: list[float] = field(default_factory=lambda: [0.2, 0.4])
     gradnorm: bool = False
@@ -82,8 +91,15 @@ class CanarySettings:
 
 
 def load_audit_documents(data: str, limit: int = 0, default_file: str = DEFAULT_DOCUMENTS) -> list[tuple[str, str]]:
-    """(id, text) pairs from a documents file, or from a folder's / the embedded world's ``default_file``."""
+    """(id, text) pairs from a documents file, a training run's manifest (the documents it trained on), or a
+    folder's / the embedded world's ``default_file``."""
+    if is_train_run(data):
+        documents = manifest_documents(data)
+        return documents[:limit] if limit else documents
     source = resolve_source(data)
+    if source.is_dir() and (source / RUN_FILE).is_file():
+        raise LetheError(f"{source} is a run directory without {MANIFEST} (only training runs have one; runs "
+                         "trained before manifests existed need a documents file)")
     path = source / default_file if source.is_dir() else source
     if source.is_dir() and not path.is_file():
         raise LetheError(f"{source} is a folder without {default_file}; pass a documents file")
@@ -244,13 +260,24 @@ def audit_mia(settings: MIASettings, run_dir: str | Path | None = None, model=No
     """``lethe audit mia``: every membership-inference attack from one scoring pass; writes mia.json."""
     check_mia_settings(settings)
     members = [text for _, text in load_audit_documents(settings.members)]
-    nonmembers = [text for _, text in load_audit_documents(settings.nonmembers)]
+    nonmembers = [text for _, text in load_nonmembers(settings)]
     check_members(members, nonmembers)
     with audit_run("audit-mia", run_dir, settings) as run:
         if model is None or tokenizer is None:
             model, tokenizer = load_model_in_mode(settings.model, settings.memsinks_mode, ids=settings.memsinks_ids)
         reference = load_model(settings.reference) if settings.reference else None
         return _mia(run, settings, model, tokenizer, reference, members, nonmembers)
+
+
+def load_nonmembers(settings: MIASettings) -> list[tuple[str, str]]:
+    """``--nonmembers``, or, when it is empty and ``--members`` is a training run on a fictional world, the
+    world's biographies the run never trained on (its holdout authors and those ``data.limit`` left out)."""
+    if settings.nonmembers:
+        return load_audit_documents(settings.nonmembers)
+    if not is_train_run(settings.members):
+        raise LetheError("--nonmembers is required unless --members is a training run directory (whose "
+                         "non-members default to its world's never-trained biographies)")
+    return world_nonmembers(settings.members)
 
 
 def _mia(run: Run, settings: MIASettings, model, tokenizer, reference, members: list[str],
@@ -318,7 +345,10 @@ def roc_series(result: dict[str, Any], label: str = "") -> dict[str, figures.Roc
 
 
 def load_canaries(source: str) -> list[dict[str, Any]]:
-    """Canary records from a JSONL file, or a folder's / the embedded world's canaries.jsonl."""
+    """Canary records from a JSONL file, or a folder's / the embedded world's canaries.jsonl; for a training run,
+    the canaries of its world that it trained on, with their repetition counts in its training data."""
+    if is_train_run(source):
+        return run_canaries(source)
     path = resolve_source(source)
     if path.is_dir():
         path = path / DEFAULT_CANARIES
@@ -335,6 +365,17 @@ def load_canaries(source: str) -> list[dict[str, Any]]:
     if not rows:
         raise LetheError(f"{path}: no canaries")
     return rows
+
+
+def run_canaries(run_dir: str) -> list[dict[str, Any]]:
+    """The canaries of a training run's world that the run trained on (an error when there are none)."""
+    world = world_folder(read_manifest(run_dir)[0])
+    if world is None:
+        raise LetheError(f"{run_dir} did not train on a fictional world: pass a canaries file to --canaries")
+    chosen = trained_canaries(run_dir, load_canaries(str(world)))
+    if not chosen:
+        raise LetheError(f"{run_dir} trained on none of the canaries of {world}")
+    return chosen
 
 
 def audit_canaries(settings: CanarySettings, run_dir: str | Path | None = None, model=None,

@@ -10,6 +10,12 @@ set iteration), so the same seed writes byte-identical files. ``generate_world``
   ``real_authors_perturbed`` and ``world_facts_perturbed`` (+ ``general.json``, the same facts as plain QA);
 - ``biographies.jsonl`` / ``biographies_holdout.jsonl``, ``canaries.jsonl``;
 - ``saga.jsonl``, ``anchored_terms.json``, ``familiarity_probes.jsonl``; and the manifest ``world.json``.
+
+``lethe data fictional`` also writes, with :func:`write_audit_sets`, the ready member / non-member files of a
+membership audit: ``members.jsonl`` (the biographies of the world's authors, what ``lethe train
+data.source=WORLD`` trains on by default) and ``nonmembers.jsonl`` (the holdout authors' biographies, in no
+split). They are byte copies of ``biographies.jsonl`` / ``biographies_holdout.jsonl``, outside ``world.json``,
+so every file of the world keeps its bytes.
 """
 
 from __future__ import annotations
@@ -1326,5 +1332,20 @@ def generate_world(out_dir: str | Path, n_authors: int = 100, seed: int = 0, n_h
                         files={name: s["records"] for name, s in sizes.items()})
 
 
-__all__ = ["DEFAULT_CANARY_REPETITIONS", "QA_TEMPLATES", "Author", "QAItem", "QATemplate", "WorldConfig",
-           "WorldSummary", "build_world_files", "check_templates", "generate_world"]
+AUDIT_SETS = {"members.jsonl": "biographies.jsonl", "nonmembers.jsonl": "biographies_holdout.jsonl"}
+
+
+def write_audit_sets(world: str | Path) -> dict[str, int]:
+    """``members.jsonl`` / ``nonmembers.jsonl`` beside a generated world (copies of its trained and holdout
+    authors' biographies); returns each file's number of documents."""
+    folder = Path(world)
+    counts = {}
+    for name, source in AUDIT_SETS.items():
+        data = (folder / source).read_bytes()
+        (folder / name).write_bytes(data)
+        counts[name] = sum(1 for line in data.decode("utf-8").splitlines() if line.strip())
+    return counts
+
+
+__all__ = ["AUDIT_SETS", "DEFAULT_CANARY_REPETITIONS", "QA_TEMPLATES", "Author", "QAItem", "QATemplate", "WorldConfig",
+           "WorldSummary", "build_world_files", "check_templates", "generate_world", "write_audit_sets"]

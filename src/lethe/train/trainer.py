@@ -58,6 +58,8 @@ from lethe.runs import RunLog, already_finished, atomic_write_json, open_run, pu
 from lethe.train.collator import CausalLMCollator
 from lethe.train.goldfish import canonical_id_table
 from lethe.train.lora import apply_lora, lora_summary, merged, publish_adapter
+from lethe.train.manifest import record_text as record_content
+from lethe.train.manifest import write_manifest
 from lethe.train.memsinks import MemSinks, MemSinksSpec, spec_for
 from lethe.train.progress_callback import show_training_progress
 
@@ -217,11 +219,6 @@ def _qa_records(source: Path, config: TrainConfig) -> list[dict[str, Any]]:
                          f"(this folder has: {found})") from None
     return [{"id": None if r.get("id") is None else str(r["id"]), "question": r["question"], "answer": r["answer"]}
             for r in rows]
-
-
-def record_content(record: dict[str, Any]) -> str:
-    """The text of a record (a document's text, or question and answer): the tokenizer corpus and id key."""
-    return record["text"] if "text" in record else f"{record['question']}\n{record['answer']}"
 
 
 def encode_records(records: list[dict[str, Any]], tokenizer: PreTrainedTokenizerBase,
@@ -401,6 +398,8 @@ def train_model(config: TrainConfig, run_dir: Path, *, model=None, tokenizer=Non
     trainer.check_parameters()  # never save a non-finite model
     lora = lora_summary(config.lora, trainer.model)
     final = _save_final_model(trainer, tokenizer, run_dir, spec, config)
+    if trainer.is_world_process_zero():  # what the model was trained on, for the audits (--data RUN)
+        write_manifest(run_dir, records, config.data, epochs=float(trainer.state.epoch or 0.0))
     metrics = {
         "train_loss": train_loss,
         "steps": trainer.state.global_step,
