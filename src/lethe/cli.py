@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from typing import NoReturn
 
 from lethe.errors import LetheError
+from lethe.threads import apply_default_threads
 
 
 class UsageError(Exception):
@@ -500,8 +501,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    _quiet_libraries(getattr(args, "quiet", False))
     try:
+        apply_default_threads()  # before torch starts: fewer threads when other jobs already load the CPUs
+        _quiet_libraries(getattr(args, "quiet", False))
         return int(args.func(args) or 0)
     except LetheError as err:
         print(f"error: {err}", file=sys.stderr)
