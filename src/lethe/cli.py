@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from lethe.errors import LetheError
+from lethe.threads import apply_default_threads
 
 
 class UsageError(Exception):
@@ -670,8 +671,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     as_json = getattr(args, "json", False)
-    _quiet_libraries(getattr(args, "quiet", False))
     try:
+        apply_default_threads()  # before torch starts: fewer threads when other jobs already load the CPUs
+        _quiet_libraries(getattr(args, "quiet", False))
         with _stdout_to_stderr(as_json):
             outcome = args.func(args)
     except LetheError as err:

@@ -20,9 +20,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lethe.audit.canaries import canary_exposure
-from lethe.audit.extraction import run_extraction
-from lethe.audit.mia import FPR_TARGETS, run_mia
 from lethe.config import to_yaml
 from lethe.data.text import load_documents, read_text_file
 from lethe.data.world import EMBEDDED, resolve_source
@@ -125,6 +122,8 @@ def audit_extraction(settings: ExtractionSettings, run_dir: str | Path | None = 
 
 def _extraction(run: Run, settings: ExtractionSettings, model, tokenizer,
                 documents: list[tuple[str, str]]) -> tuple[Path, dict[str, Any]]:
+    from lethe.audit.extraction import run_extraction  # rouge_score pulls in nltk (+ sklearn): seconds
+
     out = run.path
     positions = model_positions(model)
     result = run_extraction(
@@ -282,6 +281,8 @@ def load_nonmembers(settings: MIASettings) -> list[tuple[str, str]]:
 
 def _mia(run: Run, settings: MIASettings, model, tokenizer, reference, members: list[str],
          nonmembers: list[str]) -> tuple[Path, dict[str, Any]]:
+    from lethe.audit.mia import run_mia
+
     out = run.path
     max_length = clamp_max_length(settings.max_length, model, RunLog(out), sliding=True)
     if reference is not None:
@@ -326,6 +327,8 @@ def mia_protocol_line(result: dict[str, Any]) -> str:
 
 
 def mia_summary(result: dict[str, Any]) -> dict[str, Any]:
+    from lethe.audit.mia import FPR_TARGETS
+
     tprs = (f"tpr_at_{x}_fpr{end}" for x, _ in FPR_TARGETS for end in ("", "_ci", "_note"))
     keep = ("auc", "auc_ci", "tpr_at_0_fpr", *tprs, "n_members", "n_nonmembers")
     return {
@@ -392,6 +395,8 @@ def audit_canaries(settings: CanarySettings, run_dir: str | Path | None = None, 
 
 def _canaries(run: Run, settings: CanarySettings, model, tokenizer,
               canaries: list[dict[str, Any]]) -> tuple[Path, dict[str, Any]]:
+    from lethe.audit.canaries import canary_exposure
+
     out = run.path
     result = canary_exposure(model, tokenizer, canaries, n_samples=settings.n_samples, seed=settings.seed,
                              batch_size=settings.batch_size)

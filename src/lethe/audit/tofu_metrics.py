@@ -81,6 +81,10 @@ from lethe.runs import atomic_write_json
 PRIVLEAK_REF_AUC = 0.5  # open-unlearning's privleak ref_value when no retain log is given
 EPS = 1e-10  # open-unlearning's guard against division by zero, kept so values match to the last digit
 MIN_K = 0.4  # TOFU / open-unlearning min-k fraction
+# prompts per generate call (at least; --batch-size when larger): a decode step reads every weight once
+# whatever the batch, so on a CPU 20 rows per step cost ~1.6x what 5 rows do (SmolLM2-135M, one thread),
+# and one call over all splits' prompts replaces open-unlearning's one call per split (benchmarks/)
+GENERATION_BATCH = 32
 SPLITS = ("forget", "retain", "real_authors", "world_facts")
 PREFIX = {"forget": "forget", "retain": "retain", "real_authors": "ra", "world_facts": "wf"}
 FILES = {"retain": "retain_perturbed", "real_authors": "real_authors_perturbed",
@@ -486,7 +490,7 @@ def evaluate_tofu(model: Any, tokenizer: Any, data_dir: str | Path, *, forget_sp
 
     # one batched greedy generation over every split's prompts
     asked = [items[slot["answer"]] for split in splits for slot in slots[split]]
-    outputs = _generate(model, tokenizer, asked, protocol, max_new_tokens, batch_size)
+    outputs = _generate(model, tokenizer, asked, protocol, max_new_tokens, max(batch_size, GENERATION_BATCH))
     scorer = rouge_scorer.RougeScorer(["rouge1", "rougeL"], use_stemmer=True)
 
     summary: dict[str, Any] = dict.fromkeys(SUMMARY_KEYS)
