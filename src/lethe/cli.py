@@ -2,7 +2,7 @@
 
 Commands: ``data fictional``, ``train``, ``unlearn``, ``eval tofu``,
 ``audit extraction|mia|canaries|familiarity|relearn``, ``memsinks bake``, ``whp discover``, ``report``,
-``demo goldfish|unlearn|memsinks|whp``.
+``demo goldfish|goldfish-standard|unlearn|memsinks|whp``.
 Every command writes a run directory; bad input (bad arguments included) ends with one line
 ``error: <what is wrong>`` and exit code 2. A demo exits 1 when its headline does not hold.
 """
@@ -262,6 +262,14 @@ def cmd_demo_goldfish(args: argparse.Namespace) -> int:
     return _headline_status(goldfish, config, metrics)
 
 
+def cmd_demo_goldfish_standard(args: argparse.Namespace) -> int:
+    from lethe.demo import goldfish_standard as demo
+
+    config = _demo_config(args, demo.GoldfishStandardDemoConfig)
+    _, metrics = demo.run_goldfish_standard_demo(config, quiet=args.quiet)
+    return _headline_status(demo, config, metrics)
+
+
 def cmd_demo_unlearn(args: argparse.Namespace) -> None:
     from lethe.demo.unlearn import UnlearnDemoConfig, run_unlearn_demo
 
@@ -457,6 +465,13 @@ def build_parser() -> argparse.ArgumentParser:
     goldfish.add_argument("--config", help="YAML config for the demo")
     goldfish.add_argument("--run-dir", help="run directory")
     goldfish.set_defaults(func=cmd_demo_goldfish)
+    standard = demo.add_parser("goldfish-standard", parents=[common],
+                               help="the goldfish paper's standard-training scenario: repeated targets among "
+                                    "unrepeated data, standard / goldfish k=3, k=4 / a control, audited")
+    standard.add_argument("overrides", nargs="*", help="dotted overrides, e.g. repetitions=20 train.max_steps=100")
+    standard.add_argument("--config", help="YAML config for the demo")
+    standard.add_argument("--run-dir", help="run directory (re-run the same one to reuse trained arms)")
+    standard.set_defaults(func=cmd_demo_goldfish_standard)
     demo_unlearn = demo.add_parser("unlearn", parents=[common],
                                    help="GD and NPO with and without GUARD on the embedded world (TOFU metrics)")
     demo_unlearn.add_argument("overrides", nargs="*",
