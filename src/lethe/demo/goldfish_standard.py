@@ -459,10 +459,14 @@ def write_demo_report(run_dir: Path, config: GoldfishStandardDemoConfig, metrics
     page.add_figure("rouge_distribution", figures.rouge_distribution(rouge),
                     "ROUGE-L between the greedy and the true suffix of each target, per arm (the paper's figure).")
     page.add_figure("rouge_cdf", figures.empirical_cdf(rouge, title="ROUGE-L of the targets",
-                                                       xlabel="ROUGE-L (generated vs. true suffix)"),
+                                                       xlabel="ROUGE-L (generated vs. true suffix)", xlim=(0, 1)),
                     "The same distributions as CDFs: the KS statistic is the largest vertical gap.")
     page.add_heading("Held-out loss at equal steps and at equal supervised tokens")
-    page.add_table(_token_rows(metrics), caption=(
+    token_rows = [{"arm": r["arm"], "supervised tokens": r["supervised tokens"], "held-out loss": r["held-out loss"],
+                   "standard (same step)": r["standard, same step"], "gap": f"{r['gap, same step']:+.1%}",
+                   "standard (same tokens)": r["standard, same supervised tokens"],
+                   "gap ": table_cell(r["gap, same supervised tokens"], "+.1%")} for r in _token_rows(metrics)]
+    page.add_table(token_rows, caption=(
         "The goldfish arm's final held-out loss vs the standard arm's at the same step and at the same number of "
         "supervised tokens (interpolated on the standard arm's logged curve)"))
     curves = {arm: metrics[arm]["heldout_curve"] for arm in ARMS}

@@ -173,7 +173,8 @@ def rouge_distribution(models: Mapping[str, Sequence[float]], *, bins: int = 20,
 
 
 def empirical_cdf(models: Mapping[str, Sequence[float]], *, title: str = "Empirical CDF",
-                  xlabel: str = "value", path: str | Path | None = None) -> bytes:
+                  xlabel: str = "value", xlim: tuple[float, float] | None = None,
+                  path: str | Path | None = None) -> bytes:
     """Empirical CDF per model (a step curve F(x) = share of values <= x), medians in the legend.
 
     Two distributions match when their curves coincide; the largest vertical gap is the KS statistic.
@@ -194,6 +195,8 @@ def empirical_cdf(models: Mapping[str, Sequence[float]], *, title: str = "Empiri
         ax.step(xs, ys, where="post", color=_color(i), linestyle=_linestyle(i), linewidth=1.8,
                 label=f"{name} (median {median:.3f}, n={n})")
     ax.set_ylim(0, 1.02)
+    if xlim is not None:
+        ax.set_xlim(*xlim)
     _label(ax, title, xlabel, "share of documents <= x")
     _legend(ax, loc="upper left")
     return _finish(fig, path)
