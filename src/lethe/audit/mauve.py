@@ -39,7 +39,7 @@ from sklearn.preprocessing import normalize
 from lethe.errors import LetheError
 
 SCALING_FACTOR = 5.0
-MODEL_FEATURIZER = "the {name}'s last-layer hidden state at each text's last token (as MAUVE's GPT-2 features)"
+MODEL_FEATURIZER = "last-layer hidden state of {name} at each text's last token (as MAUVE's GPT-2 features)"
 
 
 @dataclass

@@ -376,7 +376,8 @@ def _featurizer_label(featurizer: str) -> str:
         from lethe.audit.similarity import FEATURIZER
 
         return f"{FEATURIZER}, sentence embeddings of the continuation"
-    return MODEL_FEATURIZER.format(name="control arm (a tiny model that never saw the targets)")
+    control = MODEL_FEATURIZER.format(name="the control arm (a tiny model that never saw the targets)")
+    return f"{control}, continuations only"
 
 
 def _rows(metrics: dict[str, Any]) -> list[dict[str, Any]]:
