@@ -54,6 +54,8 @@ FIGURE_CALLS = {
     "exposure": lambda: figures.exposure_vs_repetitions({"std": [(1, 2.0), (10, 20.0), (0, 5.0)]}, 29.9),
     "training": lambda: figures.training_curves({"a": [(0, 5.0), (10, 3.0), (20, NAN)]},
                                                 {"a": [(0, 5.0), (4096, 3.0)]}),
+    "cdf": lambda: figures.empirical_cdf({"standard": [0.9, 1.0, 0.95, NAN], "control": [0.1, 0.3, 0.2]},
+                                         xlim=(0, 1)),
     "bars": lambda: figures.bar_comparison({"GA": {"utility": 0.4, "forget": 0.9},
                                             "NPO": {"utility": 0.6, "forget": NAN}}, "unlearning"),
 }
@@ -102,6 +104,7 @@ def test_empty_data_gives_no_data_placeholder() -> None:
     assert figures.exposure_vs_repetitions({}, None, title="T") == blank
     assert figures.training_curves({"a": []}, title="T") == blank
     assert figures.bar_comparison({"m": {"x": NAN}}, "T") == blank
+    assert figures.empirical_cdf({"a": [NAN]}, title="T") == blank
     image = decode(blank)
     assert distinct_colours(image) > 2  # the text is drawn
     assert image.shape == decode(rendered("rouge")).shape

@@ -2,7 +2,7 @@
 
 Commands: ``data fictional``, ``train``, ``unlearn``, ``eval tofu``,
 ``audit extraction|mia|canaries|familiarity|relearn|all``, ``memsinks bake``, ``whp discover``, ``report``,
-``config list|show``, ``demo goldfish|unlearn|memsinks|whp``.
+``config list|show``, ``demo goldfish|goldfish-standard|unlearn|memsinks|whp``.
 
 Conventions (the same for every command):
 
@@ -355,6 +355,12 @@ def cmd_demo_goldfish(args: argparse.Namespace) -> Outcome:
     return _demo(args, goldfish, goldfish.GoldfishDemoConfig, goldfish.run_goldfish_demo)
 
 
+def cmd_demo_goldfish_standard(args: argparse.Namespace) -> Outcome:
+    from lethe.demo import goldfish_standard as demo
+
+    return _demo(args, demo, demo.GoldfishStandardDemoConfig, demo.run_goldfish_standard_demo)
+
+
 def cmd_demo_unlearn(args: argparse.Namespace) -> Outcome:
     from lethe.demo import unlearn
 
@@ -608,6 +614,10 @@ def build_parser() -> argparse.ArgumentParser:
     demo = _group(commands, "demo", "end-to-end demos")
     demos = (("goldfish", cmd_demo_goldfish, "standard vs goldfish training on the embedded world, then audit "
                                              "both", "train.max_steps=300 documents=20"),
+             ("goldfish-standard", cmd_demo_goldfish_standard, "the goldfish paper's standard-training "
+                                                                "scenario: repeated targets among unrepeated data, "
+                                                                "standard / goldfish k=3, k=4 / a control, audited",
+              "repetitions=20 train.max_steps=100"),
              ("unlearn", cmd_demo_unlearn, "GD and NPO with and without GUARD on the embedded world (TOFU "
                                            "metrics)", "world_authors=20 unlearn.lr=5e-4 investigate=true"),
              ("memsinks", cmd_demo_memsinks, "standard vs MemSinks training with heavily repeated documents, "

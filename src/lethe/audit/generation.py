@@ -245,3 +245,30 @@ def beam_continue(model: Any, prefixes: list[list[int]], max_new_tokens: int, *,
                                   num_beams=num_beams,
                                   num_return_sequences=num_beams if num_return_sequences is None
                                   else num_return_sequences)
+
+
+def sample_continuations(model: Any, prefixes: Sequence[Sequence[int]], max_new_tokens: int, *, pad_id: int,
+                         seed: int = 0, batch_size: int = 32, temperature: float = 1.0,
+                         top_p: float = 1.0) -> list[list[int]]:
+    """Sampled continuations (ancestral sampling at ``temperature``, nucleus ``top_p``; no top-k), exactly
+    ``max_new_tokens`` new tokens per prefix, in input order. Reproducible: the draws come from a torch
+    generator state seeded with ``seed`` (the global RNG is restored afterwards), so the same model, prefixes
+    and batching give the same text. For generation-quality metrics (MAUVE), not extraction."""
+    _check_args(prefixes, max_new_tokens, batch_size)
+    if temperature <= 0 or not 0 < top_p <= 1:
+        raise LetheError(f"sampling needs temperature > 0 and top_p in (0, 1], got {temperature} and {top_p}")
+    _check_positions(model, prefixes, max_new_tokens)
+    config = GenerationConfig(do_sample=True, temperature=temperature, top_p=top_p, top_k=0,
+                              max_new_tokens=max_new_tokens, min_length=0, repetition_penalty=1.0, use_cache=True,
+                              pad_token_id=pad_id, eos_token_id=None, return_dict_in_generate=False)
+    device = _model_device(model)
+    results: list[list[int]] = [[] for _ in prefixes]
+    with _eval_mode(model), _clean_generation_config(model), torch.inference_mode(), \
+            torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(seed)
+        for batch in _length_batches([len(p) for p in prefixes], batch_size):
+            input_ids, attention_mask = _left_pad([prefixes[i] for i in batch], pad_id, device)
+            output = model.generate(input_ids=input_ids, attention_mask=attention_mask, generation_config=config)
+            for row, i in enumerate(batch):
+                results[i] = output[row, input_ids.shape[1]:].tolist()
+    return results

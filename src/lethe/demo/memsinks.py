@@ -43,14 +43,12 @@ from lethe.config import (
     ModelSettings,
     TrainConfig,
     TrainSettings,
-    config_changes,
-    saved_config,
     to_yaml,
 )
 from lethe.data.formatting import encode_document
 from lethe.data.text import Document, load_documents
 from lethe.data.world import embedded_world
-from lethe.demo.arms import headline_context, shared_tokenizer, table_cell, train_or_reuse
+from lethe.demo.arms import check_reusable, headline_context, shared_tokenizer, table_cell, train_or_reuse
 from lethe.errors import LetheError
 from lethe.report import Report, figures
 from lethe.runs import RunLog, atomic_write_json, atomic_write_text, demo_run
@@ -111,16 +109,6 @@ def _arm_settings(config: MemSinksDemoConfig) -> dict[str, MemSinksSettings]:
     if config.compare_reference:
         arms["memsinks_reference"] = MemSinksSettings(**{**vars(hashed), "strategy": "reference"})
     return arms
-
-
-def _check_reusable(run_dir: Path, config: MemSinksDemoConfig) -> None:
-    previous = saved_config(MemSinksDemoConfig, run_dir / "config.yaml", str(run_dir))
-    if previous is None or not (run_dir / "tokenizer").exists():
-        return
-    changed = config_changes(previous, config, ignore=DEMO_MAY_CHANGE)
-    if changed:
-        raise LetheError(f"{run_dir} trained its models with other settings: {'; '.join(changed)} "
-                         "(use a new --run-dir to retrain, or set them back)")
 
 
 def _split_world(config: MemSinksDemoConfig) -> tuple[list[Document], list[Document], list[Document], list[Document]]:
@@ -214,7 +202,7 @@ def run_memsinks_demo(config: MemSinksDemoConfig, *, quiet: bool = False) -> tup
     started = time.perf_counter()
     config.validate()
     if config.run_dir:
-        _check_reusable(Path(config.run_dir), config)
+        check_reusable(Path(config.run_dir), config, DEMO_MAY_CHANGE)
     repeated, unrepeated, validation, heldout = _split_world(config)
     with demo_run("demo-memsinks", config.run_dir or None) as run_dir:
         return _run(config, run_dir, quiet, started, (repeated, unrepeated, validation, heldout))

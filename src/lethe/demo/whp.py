@@ -66,12 +66,12 @@ import torch
 from lethe.audit.familiarity import familiarity, familiarity_summary, load_probes
 from lethe.audit.relearn import relearn_model
 from lethe.audit.scoring import corpus_loss, score_sequences
-from lethe.config import ModelSettings, TrainConfig, TrainSettings, config_changes, saved_config, to_yaml
+from lethe.config import ModelSettings, TrainConfig, TrainSettings, to_yaml
 from lethe.data.formatting import encode_document, encode_qa
 from lethe.data.text import load_documents
 from lethe.data.tofu import load_split
 from lethe.data.world import embedded_world
-from lethe.demo.arms import headline_context, shared_tokenizer, table_cell, train_or_reuse
+from lethe.demo.arms import check_reusable, headline_context, shared_tokenizer, table_cell, train_or_reuse
 from lethe.errors import LetheError
 from lethe.models import load_model
 from lethe.report import Report, figures
@@ -221,21 +221,11 @@ class _Evaluator:
                 "heldout_ppl": self.ppl(model, self.heldout), "qa_accuracy": self.qa_accuracy(model)}, fam
 
 
-def _check_reusable(run_dir: Path, config: WHPDemoConfig) -> None:
-    previous = saved_config(WHPDemoConfig, run_dir / "config.yaml", str(run_dir))
-    if previous is None or not (run_dir / "tokenizer").exists():
-        return
-    changed = config_changes(previous, config, ignore=DEMO_MAY_CHANGE)
-    if changed:
-        raise LetheError(f"{run_dir} trained its models with other settings: {'; '.join(changed)} "
-                         "(use a new --run-dir to retrain, or set them back)")
-
-
 def run_whp_demo(config: WHPDemoConfig, *, quiet: bool = False) -> tuple[Path, dict[str, Any]]:
     started, cpu_started = time.perf_counter(), time.process_time()
     config.validate()
     if config.run_dir:
-        _check_reusable(Path(config.run_dir), config)
+        check_reusable(Path(config.run_dir), config, DEMO_MAY_CHANGE)
     world = _load_world(config)
     with demo_run("demo-whp", config.run_dir or None) as run_dir:
         return _run(config, run_dir, world, quiet, started, cpu_started)

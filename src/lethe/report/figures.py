@@ -36,6 +36,7 @@ __all__ = [
     "RocCurve",
     "auc_text",
     "bar_comparison",
+    "empirical_cdf",
     "exposure_figure",
     "exposure_vs_repetitions",
     "guard_weights_figure",
@@ -177,6 +178,36 @@ def rouge_distribution(models: Mapping[str, Sequence[float]], *, bins: int = 20,
     ax.set_ylim(0, tallest * (1.15 + 0.09 * len(clean)))  # headroom for the legend
     _label(ax, title, "ROUGE-L (generated vs. true suffix)", "documents")
     _legend(ax, loc="upper center")
+    return _finish(fig, path)
+
+
+def empirical_cdf(models: Mapping[str, Sequence[float]], *, title: str = "Empirical CDF",
+                  xlabel: str = "value", xlim: tuple[float, float] | None = None,
+                  path: str | Path | None = None) -> bytes:
+    """Empirical CDF per model (a step curve F(x) = share of values <= x), medians in the legend.
+
+    Two distributions match when their curves coincide; the largest vertical gap is the KS statistic.
+    """
+    clean: dict[str, list[float]] = {}
+    for name, values in models.items():
+        finite = sorted(v for v in (_number(x, f"empirical_cdf[{name!r}]") for x in values) if math.isfinite(v))
+        if finite:
+            clean[str(name)] = finite
+    if not clean:
+        return placeholder(title, path=path)
+    fig, (ax,) = _figure()
+    for i, (name, values) in enumerate(clean.items()):
+        n = len(values)
+        median = values[n // 2] if n % 2 else (values[n // 2 - 1] + values[n // 2]) / 2
+        xs = [values[0], *values]
+        ys = [0.0, *((j + 1) / n for j in range(n))]
+        ax.step(xs, ys, where="post", color=_color(i), linestyle=_linestyle(i), linewidth=1.8,
+                label=f"{name} (median {median:.3f}, n={n})")
+    ax.set_ylim(0, 1.02)
+    if xlim is not None:
+        ax.set_xlim(*xlim)
+    _label(ax, title, xlabel, "share of documents <= x")
+    _legend(ax, loc="upper left")
     return _finish(fig, path)
 
 

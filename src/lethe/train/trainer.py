@@ -27,6 +27,7 @@ import json
 import pickle
 import shutil
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -346,8 +347,10 @@ def training_arguments(config: TrainConfig, output_dir: Path, quiet: bool) -> Tr
 
 
 def train_model(config: TrainConfig, run_dir: Path, *, model=None, tokenizer=None,
-                records: list[dict[str, Any]] | None = None, quiet: bool = False) -> dict[str, Any]:
-    """Train in ``run_dir`` (resuming from its last checkpoint) and save ``run_dir/model``; return metrics."""
+                records: list[dict[str, Any]] | None = None, quiet: bool = False,
+                callbacks: Sequence[TrainerCallback] = ()) -> dict[str, Any]:
+    """Train in ``run_dir`` (resuming from its last checkpoint) and save ``run_dir/model``; return metrics.
+    ``callbacks`` join the Trainer's (e.g. a held-out evaluation on every log)."""
     log = RunLog(run_dir)
     if config.train.threads > 0:
         torch.set_num_threads(config.train.threads)
@@ -376,7 +379,7 @@ def train_model(config: TrainConfig, run_dir: Path, *, model=None, tokenizer=Non
     trainer = LetheTrainer(
         model=model, args=training_arguments(config, checkpoints, quiet), train_dataset=features,
         data_collator=collator, processing_class=tokenizer,
-        callbacks=[JsonlLogCallback(log), CollatorEpochCallback(collator)], memsinks=hooks,
+        callbacks=[JsonlLogCallback(log), CollatorEpochCallback(collator), *callbacks], memsinks=hooks,
         keep_checkpoints=config.train.save_total_limit,
     )
     show_training_progress(trainer, quiet)
