@@ -12,14 +12,16 @@ from lethe.runs import publish_dir
 EMBEDDED = "embedded"
 
 
-def embedded_world(n_authors: int = 100, seed: int = 0) -> Path:
-    """The embedded world's folder, generated on first use (about a second) into the cache."""
-    folder = cache_dir() / f"world-n{n_authors}-s{seed}"
+def embedded_world(n_authors: int = 100, seed: int = 0, overlap: float = 0.0) -> Path:
+    """The embedded world's folder, generated on first use (about a second) into the cache; ``overlap`` > 0:
+    forget authors share facts with retain authors (:func:`lethe.data.fictional.generate_world`)."""
+    folder = cache_dir() / (f"world-n{n_authors}-s{seed}" + (f"-o{overlap:g}" if overlap else ""))
     def complete(path: Path) -> bool:  # another process may finish first; its world is byte-identical
         return (path / "world.json").is_file()
 
     if not complete(folder):
-        publish_dir(folder, lambda staging: generate_world(staging, n_authors=n_authors, seed=seed), complete)
+        publish_dir(folder, lambda staging: generate_world(staging, n_authors=n_authors, seed=seed,
+                                                                  overlap=overlap), complete)
     return folder
 
 
