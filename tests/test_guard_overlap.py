@@ -163,7 +163,7 @@ def test_percent_change_is_the_papers_form():
 def _run(sr_base: float, sr_guard: float, tr_base: float, tr_guard: float, split_half: float) -> dict:
     def arm(sr: float, tr: float) -> dict:
         return {**{f"sr_{m}": sr for m in ("truth_ratio", "rougeL", "probability")},
-                "retain_truth_ratio": tr, "retain_tr_loss": 0.6 - tr}
+                "retain_truth_ratio": tr, "retain_tr_loss": 0.6 - tr, "forget_Q_A_ROUGE": 0.3, "model_utility": tr}
     return {"methods": {"gd": {"base": arm(sr_base, tr_base), "guard": arm(sr_guard, tr_guard)}},
             "premise": {"retain_coherence": 0.05, "retain_coherence_if_unrelated": 0.04,
                         "split_half_correlation": split_half, "cosine_mean": 0.01}}
@@ -184,7 +184,7 @@ def test_summarize_pairs_seeds_per_overlap():
     assert summary["1"]["premise"]["split_half_correlation"]["mean"] == pytest.approx(0.7)
     assert summary["0"]["premise"]["split_half_correlation"]["sd"] == pytest.approx(math.sqrt(0.02))
     rows = table_rows(summary)
-    assert len(rows) == 2 * 5 and rows[0]["GUARD lower (seeds)"] == "1/2"
+    assert len(rows) == 2 * 7 and rows[0]["GUARD lower (seeds)"] == "1/2"
 
 
 def test_sweep_config_validates_and_seeds_every_run(tmp_path):

@@ -43,17 +43,20 @@ from lethe.unlearn.evaluation import SACRIFICE_METRICS
 
 # what each (overlap, seed) contributes per arm; lower is better for all but retain_truth_ratio
 COMPARED = {**{f"sr_{m}": f"SR {SR_LABELS[m]}" for m in SACRIFICE_METRICS},
-            "retain_tr_loss": "retain truth-ratio loss", "retain_truth_ratio": "retain truth ratio"}
-HIGHER_IS_BETTER = ("retain_truth_ratio",)
+            "retain_tr_loss": "retain truth-ratio loss", "retain_truth_ratio": "retain truth ratio",
+            # an SR can fall by unlearning less: how much each arm forgot, and what it kept
+            "forget_Q_A_ROUGE": "forget ROUGE-L after", "model_utility": "model utility"}
+HIGHER_IS_BETTER = ("retain_truth_ratio", "model_utility")
 PREMISE = ("retain_coherence", "retain_coherence_if_unrelated", "split_half_correlation", "cosine_mean")
 
 
 def _sweep_demo() -> UnlearnDemoConfig:
-    """The demo's settings at sweep size: a 20-author world (forget10 = 2 authors, 40 QA) and 400
-    fine-tuning steps, so 3 overlaps × 3 seeds fit in well under an hour of one CPU core."""
+    """The demo's settings at sweep size: a 20-author world (forget10 = 2 authors, 40 QA) and 300
+    fine-tuning steps (about 10 epochs, as the demo's 600 on 40 authors), so 3 overlaps × 3 seeds fit in
+    well under an hour of one CPU core; unlearning as in the demo."""
     demo = UnlearnDemoConfig(world_authors=20)
-    demo.train.max_steps = 400
-    demo.train.save_steps = 400
+    demo.train.max_steps = 300
+    demo.train.save_steps = 300
     return demo
 
 
@@ -204,16 +207,18 @@ def run_guard_sweep(config: GuardSweepConfig, *, quiet: bool = False) -> tuple[P
     with demo_run("demo-guard-sweep", config.run_dir or None) as run_dir:
         runs: dict[float, dict[int, dict[str, Any]]] = {}
         costs = []
-        for overlap in config.overlaps:
-            for seed in config.seeds:
+        for seed in config.seeds:  # seed-major: an interrupted sweep has every overlap of its first seeds
+            for overlap in config.overlaps:
                 t0, c0 = time.perf_counter(), _cpu_s()
                 demo = run_config(config, overlap, seed, run_dir)
                 if not quiet:
                     print(f"[overlap {overlap:g}, seed {seed}] lethe demo unlearn → {demo.run_dir}", flush=True)
                 _, metrics = run_unlearn_demo(demo, quiet=True)
                 runs.setdefault(overlap, {})[seed] = run_summary(metrics)
+                atomic_write_json(run_dir / "sweep_partial.json", {f"{o:g}": r for o, r in runs.items()})
                 costs.append({"overlap": overlap, "seed": seed, "wall_s": time.perf_counter() - t0,
                               "cpu_s": _cpu_s() - c0})
+        runs = {overlap: runs[overlap] for overlap in config.overlaps}
         result = {"overlaps": config.overlaps, "seeds": config.seeds, "world_authors": config.demo.world_authors,
                   "forget_split": config.demo.forget_split, "methods": config.demo.methods,
                   "summary": summarize(runs), "runs": costs,
@@ -306,8 +311,8 @@ def sweep_report(config: GuardSweepConfig, result: dict[str, Any]) -> Report:
          "the mean cosine of forget gradients with ḡ_R; mean ± sd over seeds."),
         ("GUARD vs its base method, paired over seeds", table_rows(summary),
          "mean ± sd over seeds (sd with ddof 1). SR and retain truth-ratio loss: lower is better; retain truth "
-         "ratio: higher is better. p: paired t-test and two-sided sign test over seeds (with 3 seeds the sign "
-         "test cannot go below 0.25)."),
+         "ratio and model utility: higher is better; forget ROUGE-L: lower = more forgotten. p: paired t-test "
+         "and two-sided sign test over seeds (with 3 seeds the sign test cannot go below 0.25)."),
         ("The paper's form", paper_rows(summary),
          "Reduction of the retain truth-ratio loss TR_retain(full) − TR_retain(arm) by GUARD, "
          "100·(L_base − L_guard)/|L_base| (paper: up to 194.92% at forget10), and the retain truth ratio of GUARD "
