@@ -196,3 +196,35 @@ def test_sweep_config_validates_and_seeds_every_run(tmp_path):
     for bad in ({"overlaps": [1.5]}, {"seeds": []}, {"overlaps": [0.5, 0.5]}):
         with pytest.raises(LetheError):
             GuardSweepConfig(**bad).validate()
+
+
+def _demo_metrics(sr_base: float, sr_guard: float, split_half: float) -> dict:
+    """The parts of a `lethe demo unlearn` metrics.json that the sweep reads."""
+    def arm(method: str, guard: bool, sr: float) -> dict:
+        return {"method": method, "guard": guard, "retain_Truth_Ratio": 0.6 - sr / 10, "forget_Q_A_ROUGE": 0.3,
+                "model_utility": 0.5, "sacrifice_rate": {"truth_ratio": sr, "rougeL": sr, "probability": None},
+                "sacrifice_parts": {"truth_ratio": {"forget_drop": 0.1, "retain_drop": sr / 100}}}
+    return {"full": {"retain_Truth_Ratio": 0.6, "model_utility": 0.55, "forget_Q_A_ROUGE": 0.8},
+            "arms": {"gd": arm("gd", False, sr_base), "gd-guard": arm("gd", True, sr_guard)},
+            "attribution_diagnostics": {"retain_coherence": 0.1, "retain_coherence_if_unrelated": 0.07,
+                                        "split_half_correlation": split_half, "cosine_mean": 0.02}}
+
+
+def test_report_only_summarizes_the_finished_runs(tmp_path):
+    from lethe.demo.guard_sweep import run_guard_sweep
+
+    config = GuardSweepConfig(run_dir=str(tmp_path / "sweep"), overlaps=[0.0, 1.0], seeds=[0, 1, 2], report_only=True)
+    values = {(0.0, 0): (0.2, 0.3, 0.1), (0.0, 1): (0.2, 0.25, 0.0), (1.0, 0): (0.5, 0.2, 0.9),
+              (1.0, 1): (0.4, 0.3, 0.7)}  # seed 2 never finished
+    for (overlap, seed), numbers in values.items():
+        folder = Path(run_config(config, overlap, seed, tmp_path / "sweep").run_dir)
+        folder.mkdir(parents=True)
+        (folder / "metrics.json").write_text(json.dumps({**_demo_metrics(*numbers), "wall_s": 9.0}))
+    _, result = run_guard_sweep(config, quiet=True)
+    assert [(r["overlap"], r["seed"]) for r in result["runs"]] == sorted(values)
+    high = result["summary"]["1"]["methods"]["gd"]["comparisons"]["sr_truth_ratio"]
+    assert high["n"] == 2 and high["guard_lower"] == 2 and high["diff_mean"] == pytest.approx(-0.2)
+    assert result["summary"]["0"]["premise"]["split_half_correlation"]["mean"] == pytest.approx(0.05)
+    report = (tmp_path / "sweep" / "report.md").read_text()
+    assert "GUARD vs its base method" in report and "0.80 ± 0.14" in report  # split-half r at overlap 1
+    assert json.loads((tmp_path / "sweep" / "sweep.json").read_text())["summary"].keys() == {"0", "1"}

@@ -27,6 +27,7 @@ is a complete ``lethe demo unlearn`` run directory below it, reused when the swe
 
 from __future__ import annotations
 
+import json
 import math
 import resource
 import time
@@ -51,21 +52,24 @@ PREMISE = ("retain_coherence", "retain_coherence_if_unrelated", "split_half_corr
 
 
 def _sweep_demo() -> UnlearnDemoConfig:
-    """The demo's settings at sweep size: a 20-author world (forget10 = 2 authors, 40 QA) and 300
-    fine-tuning steps (about 10 epochs, as the demo's 600 on 40 authors), so 3 overlaps × 3 seeds fit in
-    well under an hour of one CPU core; unlearning as in the demo."""
-    demo = UnlearnDemoConfig(world_authors=20)
-    demo.train.max_steps = 300
-    demo.train.save_steps = 300
+    """The demo's settings at sweep size, so 3 overlaps × 3 seeds fit in well under an hour of CPU: a
+    10-author world (forget10 = 1 author, 20 QA; 9 retain authors) and 150 fine-tuning steps (about 9
+    epochs, as the demo's 600 steps on 40 authors); unlearning exactly as in the demo (25 steps, lr 2e-4)."""
+    demo = UnlearnDemoConfig(world_authors=10)
+    demo.train.max_steps = 150
+    demo.train.save_steps = 150
     return demo
 
 
 @dataclass
 class GuardSweepConfig:
     run_dir: str = ""
-    overlaps: list[float] = field(default_factory=lambda: [0.0, 0.5, 1.0])
+    # run in this order (the extremes first, so an interrupted sweep has them); reported in increasing order
+    overlaps: list[float] = field(default_factory=lambda: [0.0, 1.0, 0.5])
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
     demo: UnlearnDemoConfig = field(default_factory=_sweep_demo)  # every run's settings (seeds/overlap set per run)
+    jobs: int = 3  # demo runs at a time, each in its own process with demo.threads torch threads
+    report_only: bool = False  # no new runs: the statistics of the finished ones
 
     def validate(self) -> None:
         if not self.overlaps or not self.seeds:
@@ -76,6 +80,8 @@ class GuardSweepConfig:
             raise LetheError(f"config: overlaps must be in [0, 1], got {self.overlaps}")
         if any(s < 0 for s in self.seeds):
             raise LetheError(f"config: seeds must be >= 0, got {self.seeds}")
+        if self.jobs < 1:
+            raise LetheError(f"config: jobs must be >= 1, got {self.jobs}")
         if not self.demo.diagnostics:
             raise LetheError("config: demo.diagnostics must stay true (the sweep reports GUARD's premise)")
         self.demo.validate()
@@ -201,27 +207,74 @@ def guard_better(comparison: dict[str, Any], key: str) -> bool | None:
 # --- the sweep ---------------------------------------------------------------------------------------
 
 
+COST_FILE = "sweep_cost.json"  # in each demo run directory: the wall and CPU seconds the sweep measured
+
+
+def _run_one(demo: UnlearnDemoConfig) -> dict[str, Any]:
+    """One (overlap, seed): the demo run (reused when finished), its numbers, wall and CPU seconds."""
+    t0, c0 = time.perf_counter(), time.process_time()
+    _, metrics = run_unlearn_demo(demo, quiet=True)
+    cost = {"wall_s": time.perf_counter() - t0, "cpu_s": time.process_time() - c0}
+    atomic_write_json(Path(demo.run_dir) / COST_FILE, cost)
+    return {"summary": run_summary(metrics), **cost}
+
+
+def _finished(demo: UnlearnDemoConfig) -> dict[str, Any] | None:
+    """A finished demo run's numbers and cost, read from its folder (None if it has not finished)."""
+    folder = Path(demo.run_dir)
+    if not (folder / "metrics.json").is_file():
+        return None
+    metrics = json.loads((folder / "metrics.json").read_text())
+    cost = folder / COST_FILE  # absent when the run was made by `lethe demo unlearn` itself
+    known = json.loads(cost.read_text()) if cost.is_file() else {"wall_s": metrics.get("wall_s"), "cpu_s": None}
+    return {"summary": run_summary(metrics), **known}
+
+
 def run_guard_sweep(config: GuardSweepConfig, *, quiet: bool = False) -> tuple[Path, dict[str, Any]]:
+    """Every (overlap, seed) demo run, ``jobs`` at a time (worker processes, one torch thread each),
+    overlap by overlap in the order given; then the paired statistics. ``report_only``: no new runs, the
+    statistics of the finished ones (an interrupted sweep's results so far)."""
     config.validate()
     started, cpu0 = time.perf_counter(), _cpu_s()
     with demo_run("demo-guard-sweep", config.run_dir or None) as run_dir:
+        tasks = [(overlap, seed) for overlap in config.overlaps for seed in config.seeds]
+        demos = {task: run_config(config, *task, run_dir) for task in tasks}
+        results: dict[tuple[float, int], dict[str, Any]] = {}
+        if config.report_only:
+            results = {task: found for task in tasks if (found := _finished(demos[task])) is not None}
+            tasks = []
+
+        def done(task: tuple[float, int], result: dict[str, Any]) -> None:
+            results[task] = result
+            if not quiet:
+                print(f"[overlap {task[0]:g}, seed {task[1]}] done in {result['wall_s']:.0f} s "
+                      f"({result['cpu_s'] or 0:.0f} s CPU) → {demos[task].run_dir}", flush=True)
+            partial = {f"{o:g}/{s}": r["summary"] for (o, s), r in results.items()}
+            atomic_write_json(run_dir / "sweep_partial.json", partial)
+
+        if config.jobs > 1 and len(tasks) > 1:
+            import multiprocessing
+            from concurrent.futures import ProcessPoolExecutor
+
+            context = multiprocessing.get_context("spawn")  # fresh interpreters: no forked torch state
+            with ProcessPoolExecutor(max_workers=config.jobs, mp_context=context) as pool:
+                futures = {task: pool.submit(_run_one, demos[task]) for task in tasks}
+                for task, future in futures.items():
+                    done(task, future.result())
+        else:
+            for task in tasks:
+                done(task, _run_one(demos[task]))
+        if not results:
+            raise LetheError(f"{run_dir}: no finished (overlap, seed) run to report")
         runs: dict[float, dict[int, dict[str, Any]]] = {}
-        costs = []
-        for seed in config.seeds:  # seed-major: an interrupted sweep has every overlap of its first seeds
-            for overlap in config.overlaps:
-                t0, c0 = time.perf_counter(), _cpu_s()
-                demo = run_config(config, overlap, seed, run_dir)
-                if not quiet:
-                    print(f"[overlap {overlap:g}, seed {seed}] lethe demo unlearn → {demo.run_dir}", flush=True)
-                _, metrics = run_unlearn_demo(demo, quiet=True)
-                runs.setdefault(overlap, {})[seed] = run_summary(metrics)
-                atomic_write_json(run_dir / "sweep_partial.json", {f"{o:g}": r for o, r in runs.items()})
-                costs.append({"overlap": overlap, "seed": seed, "wall_s": time.perf_counter() - t0,
-                              "cpu_s": _cpu_s() - c0})
-        runs = {overlap: runs[overlap] for overlap in config.overlaps}
-        result = {"overlaps": config.overlaps, "seeds": config.seeds, "world_authors": config.demo.world_authors,
+        for (overlap, seed) in sorted(results):
+            runs.setdefault(overlap, {})[seed] = results[(overlap, seed)]["summary"]
+        result = {"overlaps": sorted(runs), "seeds": config.seeds, "world_authors": config.demo.world_authors,
                   "forget_split": config.demo.forget_split, "methods": config.demo.methods,
-                  "summary": summarize(runs), "runs": costs,
+                  "summary": summarize(runs),
+                  "runs": [{"overlap": o, "seed": s, "wall_s": r["wall_s"], "cpu_s": r["cpu_s"]}
+                           for (o, s), r in sorted(results.items())],
+                  "runs_cpu_s": sum(r["cpu_s"] or 0.0 for r in results.values()),
                   "wall_s": time.perf_counter() - started, "cpu_s": _cpu_s() - cpu0}
         atomic_write_json(run_dir / "sweep.json", result)
         page = sweep_report(config, result)
@@ -302,7 +355,9 @@ def sweep_report(config: GuardSweepConfig, result: dict[str, Any]) -> Report:
     page.add_keyvalues({"per run": f"lethe demo unlearn, {d.train.max_steps} fine-tuning steps, "
                                    f"{d.unlearn.max_steps} unlearning steps at lr {d.unlearn.lr:g}, "
                                    f"GUARD τ={d.guard.tau:g} ({d.guard.normalize})",
-                        "wall_s": result["wall_s"], "cpu_s": result["cpu_s"]})
+                        "runs": f"{len(result['runs'])} (overlap, seed) runs, {result['runs_cpu_s']:.0f} s CPU in "
+                                f"all (their own processes' CPU time)",
+                        "wall_s": result["wall_s"]})
     summary = result["summary"]
     sections = (
         ("GUARD's premise at each overlap", premise_rows(summary),
