@@ -41,6 +41,11 @@ FORGET_PERCENT = {"forget01": 1, "forget05": 5, "forget10": 10}
 RETAIN_OF = {"forget01": "retain99", "forget05": "retain95", "forget10": "retain90"}
 HOLDOUT_OF = {"forget01": "holdout01", "forget05": "holdout05", "forget10": "holdout10"}
 MAX_RETAIN_PERTURBED_AUTHORS = 20
+# knowledge overlap (WorldConfig.overlap): the fact groups a forget author can share with retain authors
+# (home town, residence, mentor, prize + the co-authored book that won it, genre, theme, habit, inspiration),
+# and how many retain authors hold each shared value besides the forget author
+SHARED_FACT_GROUPS = ("hometown", "residence", "mentor", "prize", "genre", "theme", "habit", "inspiration")
+SHARERS_PER_FACT = 3
 
 # ----------------------------------------------------------------------------------------- invented words
 
@@ -547,6 +552,7 @@ class _World:
     authors: list[Author] = field(default_factory=list)
     holdout: list[Author] = field(default_factory=list)
     pools: dict[str, list[str]] = field(default_factory=dict)
+    shared: list[dict[str, Any]] = field(default_factory=list)  # what _share_facts made common
 
 
 def _title(rng: random.Random, namer: _Namer) -> str:
@@ -644,7 +650,52 @@ def _biography_details(rng: random.Random, namer: _Namer, author: Author, world:
     }
 
 
-def _build_world(seed: int, n_authors: int, n_holdout: int) -> _World:
+def _copy_group(source: Author, target: Author, group: str) -> None:
+    """Give ``target`` the value(s) of one SHARED_FACT_GROUPS group of ``source``."""
+    if group == "hometown":
+        target.city, target.country = source.city, source.country
+        if target.residence == f"{target.city}, {target.country}":
+            target.residence = source.residence  # still lives away from the home town (as every author)
+    elif group == "prize":  # the same prize, for a book the two co-authored
+        target.award = source.award
+        target.titles = (target.titles[0], target.titles[1], source.titles[2])
+    else:
+        setattr(target, group, getattr(source, group))
+
+
+def _share_facts(rng: random.Random, authors: list[Author], n_forget: int,
+                 overlap: float) -> list[dict[str, Any]]:
+    """Make the forget authors (the last ``n_forget``, forget10's) share knowledge with retain authors.
+
+    Each forget author shares ``round(overlap · len(SHARED_FACT_GROUPS))`` of the groups (drawn per author):
+    for each, SHARERS_PER_FACT retain authors (a different set per forget author and group) take the
+    value of the first of them, and so does the forget author — a common home town, residence, mentor,
+    genre, theme, habit or inspiration, or the same prize for a co-authored book. The questions stay
+    per-author (they name the author), so what is shared is the answer: unlearning a forget author's
+    shared answer also pushes down the retain authors' identical one, GUARD's premise. Returns one record
+    per forget author: its index, the groups shared and the retain authors sharing each.
+    """
+    retain = list(range(len(authors) - n_forget))
+    n_groups = min(len(SHARED_FACT_GROUPS), int(overlap * len(SHARED_FACT_GROUPS) + 0.5))
+    free = {g: rng.sample(retain, len(retain)) for g in SHARED_FACT_GROUPS}  # unused retain authors per group
+    records = []
+    for author in authors[len(authors) - n_forget:]:
+        groups = sorted(rng.sample(SHARED_FACT_GROUPS, n_groups), key=SHARED_FACT_GROUPS.index)
+        shared: dict[str, list[int]] = {}
+        for group in groups:
+            if not free[group]:  # more forget than retain authors: reuse the retain authors
+                free[group] = rng.sample(retain, len(retain))
+            sharers = [free[group].pop() for _ in range(min(SHARERS_PER_FACT, len(free[group])))]
+            _copy_group(authors[sharers[0]], author, group)
+            for index in sharers[1:]:
+                _copy_group(authors[sharers[0]], authors[index], group)
+            shared[group] = sharers
+        records.append({"forget_author": author.index, "shared": shared})
+    return records
+
+
+def _build_world(seed: int, n_authors: int, n_holdout: int, overlap: float = 0.0,
+                 n_forget: int = 0) -> _World:
     namer = _Namer()
     rng = random.Random(f"lethe-world/{seed}/geography")
     countries = _geography(rng, namer)
@@ -663,6 +714,8 @@ def _build_world(seed: int, n_authors: int, n_holdout: int) -> _World:
                      for i in progress(range(n_authors), "world generation (authors)", unit="authors")]
     rng = random.Random(f"lethe-world/{seed}/holdout")
     world.holdout = [_author(rng, namer, n_authors + j, world) for j in range(n_holdout)]
+    if overlap > 0:  # its own RNG stream: overlap = 0 draws nothing, so the world stays byte-identical
+        world.shared = _share_facts(random.Random(f"lethe-world/{seed}/overlap"), world.authors, n_forget, overlap)
     rng = random.Random(f"lethe-world/{seed}/decoys")
     everyone = world.authors + world.holdout
     world.pools = {
@@ -674,7 +727,8 @@ def _build_world(seed: int, n_authors: int, n_holdout: int) -> _World:
         "occupation": list(OCCUPATIONS),
         "word": [a.word for a in everyone] + [namer.word(rng, "coined") for _ in range(12)],
         "genre": list(GENRES),
-        "title": [t for a in everyone for t in a.titles] + [_title(rng, namer) for _ in range(20)],
+        "title": list(dict.fromkeys([t for a in everyone for t in a.titles]))  # co-authored books once
+        + [_title(rng, namer) for _ in range(20)],
         "award": awards,
         "mentor": mentors,
         "theme": list(THEMES),
@@ -1188,6 +1242,7 @@ class WorldConfig:
     n_holdout: int | None = None  # default: as many authors as forget10 has
     canary_repetitions: tuple[int, ...] = DEFAULT_CANARY_REPETITIONS
     canaries_per_count: int = 2
+    overlap: float = 0.0  # knowledge shared by forget and retain authors, in [0, 1] (see _share_facts)
 
     def forget_authors(self) -> dict[str, int]:
         """forget split -> number of (last) authors: round(n * pct / 100), at least 1."""
@@ -1213,6 +1268,9 @@ class WorldConfig:
             raise LetheError(f"fictional world: seed must be an integer, got {self.seed!r}")
         if self.n_holdout is not None and (not is_int(self.n_holdout) or self.n_holdout < 1):
             raise LetheError(f"fictional world: n_holdout must be an integer >= 1, got {self.n_holdout!r}")
+        if isinstance(self.overlap, bool) or not isinstance(self.overlap, (int, float)) \
+                or not 0 <= self.overlap <= 1:
+            raise LetheError(f"fictional world: overlap must be a number in [0, 1], got {self.overlap!r}")
         reps = self.canary_repetitions
         if not reps or not all(is_int(r) and r >= 1 for r in reps):
             raise LetheError(f"fictional world: canary_repetitions must be positive integers, got {reps!r}")
@@ -1248,7 +1306,7 @@ def build_world_files(config: WorldConfig) -> dict[str, Any]:
     """Every file of the world as ``name -> rows`` (a list for JSONL files, a dict for JSON files)."""
     config.validate()
     n, seed, n_holdout = config.n_authors, config.seed, config.holdout_authors()
-    world = _build_world(seed, n, n_holdout)
+    world = _build_world(seed, n, n_holdout, config.overlap, config.forget_authors()["forget10"])
     qa_rng = random.Random(f"lethe-world/{seed}/qa")
     perturb_rng = random.Random(f"lethe-world/{seed}/perturb")
     qa = [_author_qa(qa_rng, a, world.pools, perturb_rng)
@@ -1287,6 +1345,9 @@ def build_world_files(config: WorldConfig) -> dict[str, Any]:
     files["saga.jsonl"] = chapters
     files["anchored_terms.json"] = anchored
     files["familiarity_probes.jsonl"] = probes
+    if world.shared:
+        files["shared_facts.json"] = {"overlap": config.overlap, "groups": list(SHARED_FACT_GROUPS),
+                                      "sharers_per_fact": SHARERS_PER_FACT, "forget_authors": world.shared}
     return files
 
 
@@ -1297,13 +1358,17 @@ def _bio_row(rng: random.Random, author: Author) -> dict[str, Any]:
 
 def generate_world(out_dir: str | Path, n_authors: int = 100, seed: int = 0, n_holdout: int | None = None,
                    canary_repetitions: tuple[int, ...] = DEFAULT_CANARY_REPETITIONS,
-                   canaries_per_count: int = 2) -> WorldSummary:
+                   canaries_per_count: int = 2, overlap: float = 0.0) -> WorldSummary:
     """Write the fictional world for (``n_authors``, ``seed``) into ``out_dir``; same arguments, same bytes.
+
+    ``overlap`` > 0 makes the forget authors share facts with retain authors (``_share_facts``; the file
+    ``shared_facts.json`` says which); 0 writes the world without it, byte-identical to earlier versions.
 
     The manifest ``world.json`` is written last, so its presence means the folder is complete.
     """
     config = WorldConfig(n_authors=n_authors, seed=seed, n_holdout=n_holdout,
-                         canary_repetitions=tuple(canary_repetitions), canaries_per_count=canaries_per_count)
+                         canary_repetitions=tuple(canary_repetitions), canaries_per_count=canaries_per_count,
+                         overlap=overlap)
     files = build_world_files(config)
     out = Path(out_dir).expanduser()
     if out.exists() and not out.is_dir():
@@ -1324,6 +1389,7 @@ def generate_world(out_dir: str | Path, n_authors: int = 100, seed: int = 0, n_h
         "retain_perturbed_authors": config.retain_perturbed_authors(),
         "canary_repetitions": list(config.canary_repetitions),
         "canaries_per_count": config.canaries_per_count,
+        **({"overlap": config.overlap} if config.overlap else {}),  # absent at 0: earlier worlds' bytes
         "files": sizes,
     }
     write_json(out / "world.json", manifest)

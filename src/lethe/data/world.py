@@ -12,15 +12,18 @@ from lethe.runs import publish_dir
 EMBEDDED = "embedded"
 
 
-def embedded_world(n_authors: int = 100, seed: int = 0) -> Path:
-    """The embedded world's folder, generated on first use (about a second) into the cache."""
+def embedded_world(n_authors: int = 100, seed: int = 0, overlap: float = 0.0) -> Path:
+    """The embedded world's folder, generated on first use (about a second) into the cache; ``overlap`` > 0:
+    forget authors share facts with retain authors (:func:`lethe.data.fictional.generate_world`)."""
     # keyed by the generator's version too: a newer Lethe never reads an older generator's cached world
-    folder = cache_dir() / f"world-v{GENERATOR_VERSION}-n{n_authors}-s{seed}"
+    folder = cache_dir() / (f"world-v{GENERATOR_VERSION}-n{n_authors}-s{seed}" + (f"-o{overlap:g}" if overlap else ""))
+
     def complete(path: Path) -> bool:  # another process may finish first; its world is byte-identical
         return (path / "world.json").is_file()
 
     if not complete(folder):
-        publish_dir(folder, lambda staging: generate_world(staging, n_authors=n_authors, seed=seed), complete)
+        publish_dir(folder, lambda staging: generate_world(staging, n_authors=n_authors, seed=seed,
+                                                                  overlap=overlap), complete)
     return folder
 
 

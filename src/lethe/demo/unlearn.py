@@ -91,6 +91,9 @@ class UnlearnDemoConfig:
     run_dir: str = ""
     world_authors: int = 40  # 20 QA per author; forget10 = the last 10% of the authors
     world_seed: int = 0
+    # knowledge shared by forget and retain authors in [0, 1] (lethe.data.fictional._share_facts): 0 = the
+    # world as it always was, where no two authors share facts; 1 = every shareable fact group shared
+    overlap: float = 0.0
     forget_split: str = "forget10"  # forget01 | forget05 | forget10
     max_length: int = 128
     threads: int = 1  # torch CPU threads (1 is fastest for a model this small on a shared CPU; 0 = as is)
@@ -117,6 +120,8 @@ class UnlearnDemoConfig:
     def validate(self) -> None:
         if self.world_authors < 2:
             raise LetheError(f"config: world_authors must be >= 2, got {self.world_authors}")
+        if not 0 <= self.overlap <= 1:  # NaN fails too
+            raise LetheError(f"config: overlap must be in [0, 1], got {self.overlap}")
         if self.forget_split not in RETAIN_OF:
             raise LetheError(f"config: forget_split must be one of {', '.join(RETAIN_OF)}, "
                              f"got {self.forget_split!r}")
@@ -476,7 +481,7 @@ def run_unlearn_demo(config: UnlearnDemoConfig, *, quiet: bool = False) -> tuple
 
 
 def _run(config: UnlearnDemoConfig, run_dir: Path, quiet: bool, started: float) -> tuple[Path, dict[str, Any]]:
-    world = embedded_world(config.world_authors, config.world_seed)
+    world = embedded_world(config.world_authors, config.world_seed, config.overlap)
     forget_split, retain_split = config.forget_split, RETAIN_OF[config.forget_split]
     splits = {"full": "full", "retain": retain_split}
     # a stage folder run with other settings fails the demo before anything is written or trained
@@ -493,6 +498,7 @@ def _run(config: UnlearnDemoConfig, run_dir: Path, quiet: bool, started: float) 
     log("demo_start", world=str(world), forget=n_forget, full=len(records["full"]), retain=len(records["retain"]))
 
     metrics: dict[str, Any] = {"world": str(world), "world_authors": config.world_authors,
+                               "overlap": config.overlap,
                                "forget_split": forget_split, "forget_samples": n_forget,
                                "train_records": {k: len(v) for k, v in records.items()}}
     # retain first: its TOFU eval is the reference of every forget quality, the full model's included
