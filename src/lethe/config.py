@@ -167,7 +167,7 @@ class TrainSettings:
     save_steps: int = 200
     save_total_limit: int = 2
     threads: int = 0  # torch CPU threads; 0 = leave as is
-    gradient_checkpointing: bool = False  # recompute activations in the backward pass: less memory, ~30% slower
+    gradient_checkpointing: bool = False  # recompute activations in the backward pass: less memory, more compute
     mixed_precision: str = "no"  # no | bf16 | fp16 (fp16: CUDA only): autocast over model.dtype weights
     # experiment trackers, HF names, comma-separated: none | tensorboard | wandb | trackio | mlflow | ... | all
     report_to: str = "none"

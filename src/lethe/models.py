@@ -16,9 +16,11 @@ never loaded (``use_safetensors=True``) and ``trust_remote_code`` is off unless 
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import os
+import warnings
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -302,6 +304,15 @@ def load_model(name: str | Path, *, trust_remote_code: bool = False,
     return model, tokenizer
 
 
+@contextlib.contextmanager
+def peft_quiet():
+    """peft reads transformers' deprecated ``is_gradient_checkpointing``: a FutureWarning users can do nothing
+    about, hidden while peft wraps or merges a model."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+        yield
+
+
 def _merge_adapter(model: PreTrainedModel, adapter: Path) -> PreTrainedModel:
     """``model`` with the peft adapter of ``adapter`` applied and merged into its weights (a plain model)."""
     from peft import PeftModel
@@ -309,11 +320,12 @@ def _merge_adapter(model: PreTrainedModel, adapter: Path) -> PreTrainedModel:
     if not (adapter / "adapter_model.safetensors").is_file():
         raise LetheError(f"adapter folder {adapter} has no adapter_model.safetensors (pickled adapter weights "
                          "are never loaded)")
-    try:
-        peft_model = PeftModel.from_pretrained(model, adapter)
-    except LOAD_ERRORS as err:
-        raise LetheError(f"cannot apply the adapter {adapter}: {_first_line(err)}") from None
-    return peft_model.merge_and_unload()
+    with peft_quiet():
+        try:
+            peft_model = PeftModel.from_pretrained(model, adapter)
+        except LOAD_ERRORS as err:
+            raise LetheError(f"cannot apply the adapter {adapter}: {_first_line(err)}") from None
+        return peft_model.merge_and_unload()
 
 
 def warn_remote_code(path: str | Path) -> None:

@@ -19,6 +19,7 @@ import torch
 
 from lethe.config import LoraSettings
 from lethe.errors import LetheError
+from lethe.models import peft_quiet
 from lethe.runs import publish_dir
 
 
@@ -41,7 +42,8 @@ def apply_lora(model: torch.nn.Module, settings: LoraSettings, seed: int) -> tor
     config = LoraConfig(r=settings.r, lora_alpha=settings.alpha, lora_dropout=settings.dropout,
                         target_modules=targets, task_type="CAUSAL_LM")
     try:  # activation checkpointing, enabled later by the Trainer, makes the inputs require grad for peft
-        return get_peft_model(model, config)
+        with peft_quiet():
+            return get_peft_model(model, config)
     except ValueError as err:
         first = str(err).splitlines()[0] if str(err) else type(err).__name__
         raise LetheError(f"config: lora.target_modules {settings.target_modules}: {first}") from None
@@ -84,7 +86,10 @@ def publish_adapter(model: torch.nn.Module, tokenizer: Any, run_dir: Path, base_
 
 def merged(model: torch.nn.Module) -> torch.nn.Module:
     """The plain model with its adapters merged into the weights (a peft model is changed in place)."""
-    return model.merge_and_unload() if is_peft(model) else model
+    if not is_peft(model):
+        return model
+    with peft_quiet():
+        return model.merge_and_unload()
 
 
 def base_reference(name: str) -> str:
