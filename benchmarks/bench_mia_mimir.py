@@ -48,6 +48,7 @@ KS = (0.2, 0.4)
 RTOL = 1e-4
 ATOL = 1e-6
 TARGET = 5.0
+BOOTSTRAP = 1000  # MIMIR get_roc_metrics: scipy.stats.bootstrap(n_resamples=1000, paired=True)
 TOFU_DIR = Path("/work/shared/data/tofu")
 
 Outputs = dict[str, list[float]]
@@ -125,7 +126,7 @@ def _mimir_metrics(members: list[float], nonmembers: list[float]) -> dict[str, f
 
     preds = -1 * np.array(members + nonmembers)
     labels = [1] * len(members) + [0] * len(nonmembers)
-    result = bootstrap((preds, labels), statistic, n_resamples=1000, paired=True, vectorized=False,
+    result = bootstrap((preds, labels), statistic, n_resamples=BOOTSTRAP, paired=True, vectorized=False,
                        random_state=0)
     precision, recall, _ = precision_recall_curve([0] * len(members) + [1] * len(nonmembers), members + nonmembers)
     return {"auc": roc(members, nonmembers), "bootstrap_se": float(result.standard_error),

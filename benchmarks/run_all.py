@@ -20,7 +20,16 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from benchmarks import bench_extraction, bench_guard, bench_memsinks, bench_scoring, bench_tofu_eval, bench_whp
+from benchmarks import (
+    bench_extraction,
+    bench_guard,
+    bench_memsinks,
+    bench_mia_mimir,
+    bench_scoring,
+    bench_tofu_eval,
+    bench_tofu_ou,
+    bench_whp,
+)
 from benchmarks.common import RESULTS_DIR, Spec, load_avg, machine_info, print_summary
 
 
@@ -38,7 +47,22 @@ def _specs(args: argparse.Namespace) -> dict[str, Spec]:
                           batch_size=bench_tofu_eval.BATCH_SIZE, **common),
         "whp_labels": Spec(n=bench_whp.QUICK_N if args.quick else bench_whp.FULL_N, batch_size=bench_whp.BATCH_SIZE,
                            **common),
+        # against the peers' own code paths (open-unlearning's evaluator, MIMIR's attacks)
+        **{f"tofu_ou{suffix}": Spec(n=bench_tofu_ou.QUICK_N if args.quick else bench_tofu_ou.FULL_N,
+                                    batch_size=bench_tofu_ou.BATCH_SIZE, **{**common, "model": model})
+           for suffix, model in _peer_models(args)},
+        **{f"mia_mimir{suffix}": Spec(n=bench_mia_mimir.QUICK_N if args.quick else bench_mia_mimir.FULL_N,
+                                      batch_size=bench_mia_mimir.BATCH_SIZE, **{**common, "model": model})
+           for suffix, model in _peer_models(args)},
     }
+
+
+def _peer_models(args: argparse.Namespace) -> list[tuple[str, str | None]]:
+    """The models the peer comparisons run on: the tiny LLaMA (or --model), plus SmolLM2-135M in a full run."""
+    models: list[tuple[str, str | None]] = [("", args.model)]
+    if not args.quick and not args.no_smollm2 and args.model is None:
+        models.append(("_smollm2-135m", "smollm2-135m"))
+    return models
 
 
 def _runner(name: str, quick: bool) -> Callable[[Spec], dict[str, Any]]:
@@ -47,12 +71,25 @@ def _runner(name: str, quick: bool) -> Callable[[Spec], dict[str, Any]]:
         return lambda spec: bench_guard.run(
             spec, variants=None if not quick and spec.n in bench_guard.SWEEP_SIZES else ())
     modules = {"scoring": bench_scoring, "extraction": bench_extraction, "tofu_eval": bench_tofu_eval,
-               "whp_labels": bench_whp}
-    return modules[name].run
+               "whp_labels": bench_whp, "tofu_ou": bench_tofu_ou, "mia_mimir": bench_mia_mimir}
+    return modules[name.split("_smollm2")[0]].run
+
+
+def print_table(benchmarks: dict[str, dict[str, Any]]) -> None:
+    """One line per benchmark: baseline and optimized seconds, speedup vs target, identical, peak RSS."""
+    print(f"\n{'benchmark':<26} {'baseline s':>10} {'optimized s':>11} {'speedup':>8} {'target':>6} "
+          f"{'identical':>9} {'peak RSS MB (base/opt)':>24}")
+    for name, b in benchmarks.items():
+        base, opt = b["seconds_median"][b["baseline"]], b["seconds_median"][b["optimized"]]
+        rss = f"{b['peak_rss_mb'][b['baseline']]:.0f}/{b['peak_rss_mb'][b['optimized']]:.0f}"
+        print(f"{name:<26} {base:>10.2f} {opt:>11.2f} {b['speedup']:>7.2f}x {b['target_speedup']:>5.1f}x "
+              f"{str(b['identical']):>9} {rss:>24}")
 
 
 def _digest(report: dict[str, Any]) -> dict[str, Any]:
     return {
+        "baseline": report["baseline"],
+        "optimized": report["optimized"],
         "speedup": report["speedup"],
         "target_speedup": report["target_speedup"],
         "meets_target": report["meets_target"],
@@ -79,6 +116,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--device", default="cpu", help="cpu or cuda[:i]")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--max-seconds", type=float, default=90.0)
+    parser.add_argument("--no-smollm2", action="store_true", help="peer comparisons on the tiny model only")
     args = parser.parse_args(argv)
 
     started = time.perf_counter()
@@ -98,6 +136,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                            "overhead": {r["model"]: r["overhead"] for r in memsinks["results"]},
                            "path": memsinks["path"]}
     summary["load_avg_end"] = load_avg()
+    print_table(summary["benchmarks"])
     summary["all_identical"] = all(b["identical"] for b in summary["benchmarks"].values())
     summary["all_meet_target"] = all(b["meets_target"] for b in summary["benchmarks"].values())
     summary["wall_seconds_total"] = time.perf_counter() - started

@@ -16,8 +16,11 @@ from benchmarks import (  # noqa: E402
     bench_extraction,
     bench_guard,
     bench_memsinks,
+    bench_mia_mimir,
     bench_scoring,
     bench_tofu_eval,
+    bench_tofu_ou,
+    bench_train_throughput,
     bench_whp,
 )
 from benchmarks.common import Spec  # noqa: E402
@@ -153,3 +156,33 @@ def test_extraction_benchmark_isolated_children(tmp_path):
     report = bench_extraction.run(Spec(n=2, batch_size=2, **TINY), out_path=out)
     data = _check(report, out, {"per_sample", "batched"})
     assert all(result["isolated"] for result in data["variants"].values())
+
+
+def test_peer_benchmarks_in_process(tmp_path, monkeypatch):
+    """open-unlearning's evaluator and MIMIR's attacks, reimplemented, agree with Lethe's numbers."""
+    monkeypatch.setenv("LETHE_BENCH_GEN_TOKENS", "3")
+    monkeypatch.setattr(bench_mia_mimir, "BOOTSTRAP", 20)  # MIMIR's 1,000 resamples: tens of seconds here
+    out = tmp_path / "tofu_ou.json"
+    report = bench_tofu_ou.run(Spec(n=2, batch_size=4, **TINY), isolate=False, out_path=out)
+    data = _check(report, out, {"open_unlearning", "lethe"})
+    check = data["identity"]["lethe"]
+    assert not check["keys_only_in_baseline"] and not check["keys_only_in_variant"]
+    assert {"forget.truth_ratio", "holdout.mia_min_k", "world_facts.prob_normalised"} <= set(check["max_rel_diff"])
+    out = tmp_path / "mia_mimir.json"
+    report = bench_mia_mimir.run(Spec(n=3, batch_size=4, **TINY), isolate=False, out_path=out)
+    data = _check(report, out, {"mimir", "lethe"})
+    assert {"loss.members", "zlib.nonmembers", "min_k_pp_0.4.members"} <= set(data["identity"]["lethe"]["max_rel_diff"])
+
+
+def test_peer_compare_detects_a_changed_score():
+    scores = {"loss.members": [1.0, 2.0], "loss.nonmembers": [3.0, 4.0]}
+    assert bench_mia_mimir.compare_outputs(scores, scores)["identical"]
+    assert not bench_mia_mimir.compare_outputs(scores, {**scores, "loss.members": [1.0, 2.01]})["identical"]
+
+
+def test_training_throughput_counts_flops():
+    import torch
+
+    model = torch.nn.Sequential(torch.nn.Embedding(10, 4), torch.nn.Linear(4, 6), torch.nn.Linear(6, 10))
+    assert bench_train_throughput.matmul_params(model) == 4 * 6 + 6 * 10  # the embedding lookup is no matmul
+    assert bench_train_throughput.matmul_peak_gflops(seconds=0.05, n=64) > 0
