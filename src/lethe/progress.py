@@ -9,7 +9,7 @@ Wrap a loop that can take more than a few seconds::
 
 - stderr is a terminal and Lethe is not quiet: a tqdm bar on stderr;
 - stderr is not a terminal (a file, a pipe, a notebook) and not quiet: one line now and then on stderr,
-  ``[lethe] audit extraction, generation: 64/200 prefixes (32%), 12.3 s elapsed, ~26 s left`` — when
+  ``[lethe] audit extraction, generation: 64/200 prompts (32%), 12.3 s elapsed, ~26 s left`` — when
   another 10% is done and 5 s have passed since the last line, or 30 s have passed — and a last line when
   the loop took 5 s or more (no ``\\r`` frames: a redirected log stays readable line by line);
 - inside a run (:func:`run_context`, entered by :func:`lethe.runs.open_run` for every command), on the
