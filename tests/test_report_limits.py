@@ -212,8 +212,22 @@ def test_lethe_report_summary_has_one_row_per_run_and_audits_sit_under_their_mod
     assert "Audited by: mia-full, ext-full." in full_section
     assert "<caption>mia-full: membership inference per attack" in full_section
     assert NOT_RESOLVABLE in full_section and "70 non-members" in full_section
-    assert "<caption>ext-full (audit-extraction)</caption>" in full_section and "ext-other" not in full_section
-    assert "<caption>ext-other (audit-extraction)</caption>" in other_section
+    assert "<caption>ext-full (audit-extraction;" in full_section and "ext-other" not in full_section
+    assert "<caption>ext-other (audit-extraction;" in other_section
     assert html.index("Model full/model") < html.index("Model some/other-model")
     # the two extraction audits compared side by side, the differing metric highlighted
     assert "audit-extraction: 2 of 2 metrics differ between ext-other, ext-full" in html
+
+
+def test_lethe_report_reads_an_unlearning_runs_sacrifice_rates(tmp_path):
+    metrics = {"steps": 4, "objective": {"gamma": 1.0}, "model_dir": "x/model",
+               "tofu_before": {"model_utility": 0.5}, "tofu": {"model_utility": 0.45},
+               "sacrifice_rate": {"rougeL": -0.5},
+               "sacrifice_parts": {"rougeL": {"retain_drop": 0.1, "forget_drop": -0.2}}}
+    run = _run(tmp_path / "unl", "unlearn", "model:\n  name: base\n", metrics)
+    (run / "model").mkdir()
+    html = compare_runs([run], tmp_path / "cmp").read_text()
+    row = re.search(r"<tr><td>rougeL</td>(.*?)</tr>", html).group(1)
+    assert "NOT comparable: the forget metric went UP" in row
+    assert re.search(r"<tr><td>model_utility</td><td class=\"num\">0\.500</td><td class=\"num\">0\.450</td>", html)
+    assert "<td>objective.gamma</td>" not in html and "<td>model_dir</td>" not in html  # left to config.yaml

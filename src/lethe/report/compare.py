@@ -36,7 +36,7 @@ import yaml
 from lethe.errors import LetheError
 from lethe.report import figures
 from lethe.report.html import Report, is_rate_key
-from lethe.report.tables import mia_rows
+from lethe.report.tables import mia_rows, sacrifice_flag
 from lethe.runs import read_run_file
 
 __all__ = ["compare_runs", "flatten", "load_metrics", "scalars", "values_differ"]
@@ -415,15 +415,42 @@ def _add_group(report: Report, number: int, key: str | None, models: dict[str, s
 def _add_run_metrics(report: Report, info: RunInfo, values: dict[str, Any]) -> None:
     """One run's metrics: MIA attacks as the attack table (intervals, unresolvable TPRs), the rest flattened."""
     attacks, consumed = _attacks(values)
-    plain = {k: v for k, v in values.items() if k not in consumed}
+    tofu = [k[len("tofu_before."):] for k in values if k.startswith("tofu_before.")]
+    srs = [k[len("sacrifice_rate."):] for k in values if k.startswith("sacrifice_rate.")]
+    consumed |= {f"tofu_before.{k}" for k in tofu} | {f"tofu.{k}" for k in tofu}
+    consumed |= {k for k in values if k.startswith(("sacrifice_rate.", "sacrifice_parts."))}
+    plain = {k: v for k, v in values.items() if k not in consumed and not _setting(k)}
     if plain:
         report.add_table([[k, v] for k, v in plain.items()], header=["metric", "value"],
-                         caption=f"{info.label} ({info.kind})", row_keys=list(plain))
+                         caption=f"{info.label} ({info.kind}; its settings are in its config.yaml)",
+                         row_keys=list(plain))
+    if tofu:
+        report.add_table([[k, values[f"tofu_before.{k}"], values.get(f"tofu.{k}")] for k in tofu],
+                         header=["TOFU metric", "before", "after"], caption=f"{info.label}: TOFU before and after",
+                         row_keys=tofu)
+    if srs:
+        rows = []
+        for metric in srs:
+            retain, forget = (values.get(f"sacrifice_parts.{metric}.{part}") for part in ("retain_drop", "forget_drop"))
+            rows.append({"metric": metric, "retain lost": retain, "forget removed": forget,
+                         "SR": values[f"sacrifice_rate.{metric}"], "reading": sacrifice_flag(retain, forget)})
+        report.add_table(rows, caption=f"{info.label}: sacrifice rates (lower is better only while the forget "
+                                       "metric went down)")
     if attacks:
         rows, notes = mia_rows(attacks)
         report.add_table(rows, caption=f"{info.label}: membership inference per attack (intervals: bootstrap 95%)")
         for note in notes:
             report.add_note(note)
+
+
+SETTING_GROUPS = ("objective.", "lora.", "goldfish.", "memsinks.", "guard.")
+
+
+def _setting(key: str) -> bool:
+    """Whether a flattened metrics key is a setting or a path (left to config.yaml in a run's own table)."""
+    if key.startswith(SETTING_GROUPS):
+        return not key.endswith((".enabled", ".effective_samples", ".weight_min", ".weight_max"))
+    return key.endswith(("_dir", "_file", "resumed_from"))
 
 
 MIA_FIELDS = (*_MIA_KEYS, "tpr_at_0_fpr", "n_members", "n_nonmembers",
