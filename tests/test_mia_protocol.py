@@ -134,7 +134,9 @@ def test_mimir_protocol_reproduces_mimirs_per_sample_scores(model, tok) -> None:
                "min_k_0.2": -np.mean(sorted(logp)[: int(len(logp) * 0.2)]),
                "min_k_pp_0.2": -np.mean(sorted((logp - mu) / np.sqrt(var))[: int(len(logp) * 0.2)])}
         for attack, value in raw.items():
-            assert out["attacks"][attack]["scores"][side][j] == pytest.approx(-value, rel=2e-5), (attack, i)
+            # min-k++ divides by the float32 std over the vocabulary: 2.5e-5 relative seen on this CPU
+            rel = 1e-4 if attack.startswith("min_k_pp") else 2e-5
+            assert out["attacks"][attack]["scores"][side][j] == pytest.approx(-value, rel=rel), (attack, i)
 
 
 def test_lethe_and_mimir_agree_where_no_rule_differs(model, tok) -> None:
