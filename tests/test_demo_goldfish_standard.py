@@ -120,7 +120,7 @@ def test_headline_holds_only_when_goldfish_looks_like_the_control():
     config = GoldfishStandardDemoConfig(targets=6)
     message = headline_failure(config, _metrics(control, control, control, control))
     assert message.startswith("the headline does not hold: standard training barely memorized")
-    assert "targets (25 -> 6)" in message and "\n" not in message
+    assert f"targets ({GoldfishStandardDemoConfig().targets} -> 6)" in message and "\n" not in message
 
 
 def test_bad_settings_are_one_line_errors():

@@ -272,7 +272,7 @@ def test_short_documents_are_counted_not_dropped(tokenizer):
     assert report["n_skipped"] == 2 and report["skipped_ids"] == ["tiny", "mid"] and report["n_scored"] == 2
     assert [row["id"] for row in report["items"]] == ["long0", "long1"]
     assert set(report["items"][0]) == {"id", "exact_match", "token_match_rate", "rougeL", "generated_text",
-                                       "target_text"}
+                                       "target_text", "generated_tokens", "target_tokens", "prefix_tail"}
 
     with pytest.raises(LetheError, match=r"no document is long enough for a 50-token suffix \(2 skipped\)"):
         run_extraction(stub, tokenizer, [("a", "the dog"), ("b", SENTENCES[1])], suffix_len=50)

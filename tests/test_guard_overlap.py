@@ -24,11 +24,12 @@ from lethe.demo.guard_sweep import (
 )
 from lethe.errors import LetheError
 
-# sha256 over (file name, bytes) of every file generate_world wrote, measured on main before the overlap knob
-# existed (commit 95b79b6): overlap=0 must keep writing exactly these worlds, other demos' numbers depend on it
+# sha256 over (file name, bytes) of every file generate_world wrote, measured on the world v2 generator before
+# the overlap knob existed (branch whp, commit 4328fc4): overlap=0 must keep writing exactly these worlds, other
+# demos' numbers depend on it
 MAIN_HASHES = {
-    (12, 3): "965005a94034c57322884b1b0322a3cbc4a8fb2a6c59d74778469b988c801c0a",
-    (40, 0): "eaf07b34e00c4f56d9ab4c9822574ce46fcac1eea9c74d0a02d3b213d93fdb89",
+    (12, 3): "f93785b06d274f21de7c1f0ce69d1b359bfcc21bbf06b22e580ea23183b66ab3",
+    (40, 0): "09f80e1f32488454295e5759c1e7c501e8f6d7afb498dc0e87079df17158e70b",
 }
 
 
@@ -120,9 +121,9 @@ def test_overlap_validation_and_cache_folder(monkeypatch, tmp_path):
         with pytest.raises(LetheError, match="overlap"):
             generate_world(tmp_path / "bad", n_authors=10, seed=0, overlap=bad)
     monkeypatch.setenv("LETHE_CACHE", str(tmp_path / "cache"))
-    assert embedded_world(10, 1).name == "world-n10-s1"
-    assert embedded_world(10, 1, 0.5).name == "world-n10-s1-o0.5"
-    assert (tmp_path / "cache" / "world-n10-s1-o0.5" / "shared_facts.json").is_file()
+    assert embedded_world(10, 1).name == "world-v2-n10-s1"
+    assert embedded_world(10, 1, 0.5).name == "world-v2-n10-s1-o0.5"
+    assert (tmp_path / "cache" / "world-v2-n10-s1-o0.5" / "shared_facts.json").is_file()
 
 
 # --- the sweep's statistics on constructed inputs ----------------------------------------------------

@@ -155,19 +155,19 @@ def model_dir(tiny_model, tiny_tokenizer, tmp_path) -> Path:
 
 def test_audit_reports_progress_and_has_its_run_dir_and_config_while_it_runs(model_dir, world_dir, tmp_path,
                                                                             capsys, monkeypatch, one_thread):
-    import lethe.audit.commands as commands
+    import lethe.audit.extraction as extraction  # lethe.audit.commands imports run_extraction on use
 
     monkeypatch.setattr(progress_lib, "MIN_GAP_S", 0.0)  # a line per 10% however fast the tiny model is
     run_dir = tmp_path / "audit"
     seen = {}
-    original = commands.run_extraction
+    original = extraction.run_extraction
 
     def watched(*args, **kwargs):
         seen["config"] = (run_dir / "config.yaml").read_text()
         seen["status"] = json.loads((run_dir / "run.json").read_text())["status"]
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(commands, "run_extraction", watched)
+    monkeypatch.setattr(extraction, "run_extraction", watched)
     args = ["audit", "extraction", "--model", str(model_dir), "--data", str(world_dir), "--limit", "5",
             "--suffix-len", "4", "--batch-size", "1", "--run-dir", str(run_dir)]
     assert main(args) == 0

@@ -7,7 +7,9 @@ How the steps are made tiny (explicitly, so the README itself shows the real set
   command appended (later overrides / options win), e.g. ``train.max_steps=2`` and a 2-layer 32-wide model
   for ``lethe train``, ``--limit 2 --max-new-tokens 4`` for ``lethe eval tofu``;
 - ``make demo`` is what the Makefile says it is (``lethe demo goldfish``, checked), run the same way;
-  ``make test`` is not run (it is this test suite); any other line (``head ...``) runs in ``bash``;
+  ``make test`` is not run (it is this test suite); the Install block's ``python3 -m venv`` / ``pip install``
+  lines are not run either (this test runs inside that installation; tests/test_packaging.py builds the wheel
+  and installs it); ``a && b`` runs as two steps; any other line (``head ...``) runs in ``bash``;
 - the Python block runs after the chain with the textual replacements of :data:`PYTHON_TINY`, each of
   which must occur in it exactly once.
 
@@ -44,6 +46,8 @@ TINY_ARGS: dict[tuple[str, ...], list[str]] = {
     ("audit", "relearn"): ["--steps", "1"],
     ("whp", "discover"): ["--top-k", "5"],
     ("report",): [],
+    ("config", "list"): [],
+    ("config", "show"): [],
     ("demo", "goldfish"): ["world_authors=12", "documents=4", "train.max_steps=2", "train.batch_size=4",
                            "canary_samples=20", "mia_bootstrap=0", "suffix_len=8", *MODEL],
     ("demo", "whp"): ["world_authors=12", "saga_repetitions=1", "train.max_steps=2", "whp.max_steps=2",
@@ -65,7 +69,8 @@ def _blocks(text: str, language: str) -> list[str]:
 def _commands(block: str) -> list[tuple[str, list[str]]]:
     """The block's commands as (line, argv) (continuation lines joined, comments dropped)."""
     joined = re.sub(r"\\\n", " ", block)
-    return [(line, argv) for line in joined.splitlines() if (argv := shlex.split(line, comments=True))]
+    steps = [step.strip() for line in joined.splitlines() for step in line.split(" && ")]
+    return [(step, argv) for step in steps if (argv := shlex.split(step, comments=True))]
 
 
 def _command_path(args: list[str]) -> tuple[str, ...]:
@@ -83,8 +88,10 @@ def _make_demo_command() -> list[str]:
 
 
 def _run(line: str, argv: list[str], cwd: Path, capsys) -> None:
-    if argv[:2] == ["make", "test"]:
+    if argv[:2] == ["make", "test"] or argv[:2] == ["pip", "install"] or argv[:3] == ["python3", "-m", "venv"]:
         return
+    if argv[0] == "." or argv[0] == "source":
+        return  # activating the venv above
     if argv[:2] == ["make", "demo"]:
         argv = _make_demo_command()
     if argv[0] != "lethe":
@@ -92,6 +99,11 @@ def _run(line: str, argv: list[str], cwd: Path, capsys) -> None:
         assert done.returncode == 0, f"{line}: {done.stderr}"
         return
     args = argv[1:]
+    if args == ["--version"]:
+        with pytest.raises(SystemExit) as done:
+            main(args)
+        assert done.value.code in (0, None)
+        return
     path = _command_path(args)
     code = main([*args, *TINY_ARGS[path]])
     err = capsys.readouterr().err

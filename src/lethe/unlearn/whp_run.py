@@ -215,7 +215,7 @@ def finetune(model: Any, tokenizer: Any, features: list[dict[str, Any]], train: 
         log("unlearn_stopped", error=str(err), step=trainer.state.global_step)
         raise
     wall = time.perf_counter() - started
-    final = _save_final(trainer, tokenizer, run_dir)
+    final = _save_final(trainer, tokenizer, run_dir, base_name="")  # a plain model: method=whp refuses lora.*
     model = trainer.accelerator.unwrap_model(trainer.model)
     model.eval()
     return model, {"train_loss": train_loss, "steps": trainer.state.global_step,
