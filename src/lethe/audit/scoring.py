@@ -14,6 +14,7 @@ passed, so the model numbers positions 0..T−1 whatever the mask, as a plain ``
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -103,6 +104,30 @@ def _check_positions(model: Any, features: Sequence[dict[str, Sequence[int]]]) -
                          "inputs, e.g. a smaller max length, or use a model with more positions)")
 
 
+def _takes_logits_to_keep(model: Any) -> bool:
+    try:
+        return "logits_to_keep" in inspect.signature(type(model).forward).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+def _supervised_logits(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                       keep: torch.Tensor) -> torch.Tensor:
+    """[N, V] next-token logits at the N positions whose next token is a target (``keep``: [B, T − 1]), in
+    row-major order. A model that takes a boolean ``logits_to_keep`` mask (transformers' causal LMs) projects
+    only those hidden states onto the vocabulary: the LM head (a 49k × 576 matmul per position for SmolLM2)
+    and its [B, T, V] float32 output are skipped for prompts and padding. Other models (wrappers, PEFT):
+    full logits, then the same positions."""
+    if _takes_logits_to_keep(model):
+        mask = torch.zeros_like(input_ids, dtype=torch.bool)
+        mask[:, :-1] = keep
+        logits = model(input_ids=input_ids, attention_mask=attention_mask, logits_to_keep=mask).logits
+        if logits.dim() == 2 and logits.shape[0] == int(keep.sum()):
+            return logits
+    logits = model(input_ids=input_ids, attention_mask=attention_mask).logits
+    return logits[:, :-1][keep]
+
+
 @torch.inference_mode()
 def score_sequences(model: Any, features: Sequence[dict[str, Sequence[int]]], *, batch_size: int = 16,
                     pad_id: int = 0, max_tokens: int | None = None) -> list[TokenScores]:
@@ -132,10 +157,10 @@ def score_sequences(model: Any, features: Sequence[dict[str, Sequence[int]]], *,
                 labels[row, : len(ids)] = torch.as_tensor(features[index]["labels"])
                 mask = features[index].get("attention_mask")
                 attention[row, : len(ids)] = 1 if mask is None else torch.as_tensor(mask)
-            logits = model(input_ids=input_ids.to(device), attention_mask=attention.to(device)).logits
             targets = labels[:, 1:]
             keep = targets.ne(IGNORE_INDEX)  # every row's supervised positions, taken in one gather
-            stats = _statistics(logits[:, :-1][keep.to(device)], targets[keep].to(device))
+            stats = _statistics(_supervised_logits(model, input_ids.to(device), attention.to(device),
+                                                   keep.to(device)), targets[keep].to(device))
             host = {name: value.cpu() for name, value in stats.items()}
             counts = keep.sum(1).tolist()
             rows = {name: value.split(counts) for name, value in {"targets": targets[keep], **host}.items()}
