@@ -342,7 +342,7 @@ def _demo(args: argparse.Namespace, demo, schema: type, run, headline: bool = Tr
     if args.print_config:
         return _printed_config(config)
     run_dir, metrics = run(config, quiet=args.quiet)
-    outcome = Outcome(summary=metrics, run_dir=Path(run_dir), lines=[f"run directory: {run_dir}"])
+    outcome = Outcome(summary=metrics, run_dir=Path(run_dir), lines=[f"run directory: {run_dir}  (open report.html)"])
     if headline and not metrics["headline_holds"]:
         print(f"error: {demo.headline_failure(config, metrics)}", file=sys.stderr)
         outcome.status = 1

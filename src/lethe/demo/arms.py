@@ -94,8 +94,7 @@ def check_reusable(run_dir: Path, config: Any, ignore: tuple[str, ...]) -> None:
 
 
 def save_and_print(run_dir: Path, metrics: dict[str, Any], table: str, quiet: bool) -> None:
-    """A demo's last step: ``metrics.json``, then (unless ``quiet``) its table and where the report is."""
+    """A demo's last step: ``metrics.json``, then (unless ``quiet``) its table (the CLI says where the report is)."""
     atomic_write_json(run_dir / "metrics.json", metrics)
     if not quiet:
         print(table)
-        print(f"run directory: {run_dir}  (open report.html)")

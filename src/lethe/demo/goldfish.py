@@ -206,7 +206,6 @@ def _run(config: GoldfishDemoConfig, run_dir: Path, quiet: bool, started: float)
     write_demo_report(run_dir, config, metrics, audits)
     if not quiet:
         print(table)
-        print(f"run directory: {run_dir}  (open report.html)")
     return run_dir, metrics
 
 

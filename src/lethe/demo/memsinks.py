@@ -257,7 +257,6 @@ def _run(config: MemSinksDemoConfig, run_dir: Path, quiet: bool, started: float,
     write_demo_report(run_dir, config, metrics)
     if not quiet:
         print(format_table(metrics))
-        print(f"run directory: {run_dir}  (open report.html)")
     return run_dir, metrics
 
 

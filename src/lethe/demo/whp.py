@@ -318,7 +318,6 @@ def _run(config: WHPDemoConfig, run_dir: Path, world: _World, quiet: bool, start
     write_demo_report(run_dir, config, metrics, per_probe)
     if not quiet:
         print(format_table(metrics))
-        print(f"run directory: {run_dir}  (open report.html)")
     return run_dir, metrics
 
 
