@@ -99,3 +99,13 @@ def test_shipped_training_configs_load(name):
         assert not config.train.goldfish.enabled
     else:
         assert not config.train.memsinks.enabled
+
+
+def test_an_empty_override_is_the_empty_string():
+    from lethe.unlearn.config import UnlearnConfig
+
+    config = load_config(UnlearnConfig, None, ["model.name=m", "eval.retain_eval=/x/tofu_eval.json",
+                                               "eval.retain_eval="])
+    assert config.eval.retain_eval == ""
+    with pytest.raises(LetheError, match="train.max_steps"):
+        load_config(UnlearnConfig, None, ["model.name=m", "train.max_steps="])

@@ -300,8 +300,11 @@ def parse_overrides(overrides: Sequence[str]) -> DictConfig:
     for item in overrides:
         if "=" not in item or item.startswith("="):
             raise LetheError(f"config: override {item!r} is not of the form key=value")
+    # ``key=`` is the empty string (OmegaConf alone reads it as null, which no str field takes): the configs'
+    # "" settings (eval.retain_eval, data.file, ...) must be reachable from a shell
+    items = [f"{item}''" if item.endswith("=") else item for item in overrides]
     try:
-        return OmegaConf.from_dotlist(list(overrides))
+        return OmegaConf.from_dotlist(items)
     except OmegaConfBaseException as err:
         raise LetheError(_describe(err)) from None
 

@@ -33,11 +33,15 @@ Where the demo departs from the paper, and why (a tiny model trained from scratc
   :func:`lethe.unlearn.whp.expand_first_words` adds those given names, as a person curating the dictionary
   would (``lethe whp discover`` ranks them high).
 - ``mix_documents`` / ``retain_kl``: the fine-tuning also sees 80 of the baseline's 100 biographies, kept
-  close to the baseline's own next-token distribution on them by λ·KL(π_base ‖ π_θ) (λ = ``retain_kl`` = 1,
+  close to the baseline's own next-token distribution on them by λ·KL(π_base ‖ π_θ) (λ = ``retain_kl`` = 6,
   open-unlearning's KL retain term; ``retain_kl=0``: fitted on their own tokens instead, as GD's retain
-  term). Fine-tuning on the saga's generic labels alone drifts what the tiny model knows about everything
-  else (+80% non-saga perplexity). Non-saga perplexity is measured on the non-saga training text the
-  fine-tuning does *not* see (the other 20 biographies and the general facts), never on the mixed-in ones.
+  term). λ and the 90 fine-tuning steps were chosen on this world's baseline (probability-familiarity ratio
+  / non-saga perplexity change): λ=1, 60 steps 0.097x / +6.9%; λ=4, 60 steps 0.111x / +4.2%; λ=4, 80 steps
+  0.073x / +4.1%; λ=6, 90 steps 0.076x / +3.4% (a stronger KL lets the fine-tuning run longer before the
+  rest of what the model knows drifts). Fine-tuning on the saga's generic labels alone drifts what the tiny
+  model knows about everything else (+80% non-saga perplexity). Non-saga perplexity is measured on the
+  non-saga training text the fine-tuning does *not* see (the other 20 biographies and the general facts),
+  never on the mixed-in ones.
 - the probes: the world (generator version 2) has, next to the 30 paraphrased questions about the saga
   ("The red fox with one white ear that sat on Yilva's doorstep was named"), one **saga-worded** probe per
   anchored term: a passage of the saga that the term follows there ("… Yilva named the fox" → "Taevykis").
@@ -92,7 +96,7 @@ def _baseline_train() -> TrainSettings:
 
 
 def _whp_train() -> TrainSettings:
-    return TrainSettings(max_steps=60, batch_size=16, lr=2e-4, scheduler="constant", logging_steps=10,
+    return TrainSettings(max_steps=90, batch_size=16, lr=2e-4, scheduler="constant", logging_steps=10,
                          save_steps=1000, weight_decay=0.0, threads=1)
 
 
@@ -115,7 +119,7 @@ class WHPDemoConfig:
     label_seed: int = 0
     whp: TrainSettings = field(default_factory=_whp_train)  # the generic-label fine-tuning
     mix_documents: int = 80  # biographies replayed in the fine-tuning (0 = the paper's recipe); the other 20 measure
-    retain_kl: float = 1.0  # > 0: the replayed biographies kept near the baseline by KL (λ); 0: their own labels
+    retain_kl: float = 6.0  # > 0: the replayed biographies kept near the baseline by KL (λ); 0: their own labels
     inference_alpha: float = whp_lib.DEFAULT_ALPHA
     max_new_tokens: int = 12
     relearn_steps: int = 10
