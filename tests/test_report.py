@@ -141,6 +141,8 @@ def test_malformed_figure_input_raises() -> None:
     (3e-4, "learning_rate", "0.0003"),
     (3e-4, "generated_tokens", "0.0003"),
     (0.98034, "rougeL", "0.980"),
+    (0.0071434, "probability_familiarity", "0.00714"),
+    (0.0123, "probability_familiarity", "0.012"),
     (1.2e-7, "forget_quality", "1.2e-07"),
     (123456.7, "wall_s", "123,457"),
     (3276800, "supervised_tokens", "3,276,800"),

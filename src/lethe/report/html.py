@@ -58,7 +58,7 @@ def is_rate_key(key: object) -> bool:
 
 
 def format_value(value: Any, key: object = "") -> str:
-    """A cell's text: ``None`` -> "—", bools -> yes/no, rates -> "12.5%", floats -> 3 decimals."""
+    """A cell's text: ``None`` -> "—", bools -> yes/no, rates -> "12.5%", floats -> 3 decimals (3 digits below 0.01)."""
     if value is None:
         return "—"
     if isinstance(value, bool):
@@ -77,7 +77,7 @@ def format_value(value: Any, key: object = "") -> str:
             return f"{pct:.2g}%" if 0 < pct < 0.1 else f"{pct:.1f}%"
         if number == 0:
             return "0"
-        if abs(number) < 1e-3:
+        if abs(number) < 1e-2:  # 3 significant digits: "0.00714", not "0.007"
             return f"{number:.3g}"
         if abs(number) >= 1e4:
             return f"{number:,.0f}"
@@ -448,9 +448,11 @@ code { font-family: ui-monospace, SFMono-Regular, Menlo, Consolas, monospace; fo
 table { border-collapse: collapse; font-size: 14px; }
 caption { caption-side: top; text-align: left; font-weight: 600; padding: 4px 0 8px; color: var(--fg); }
 th, td { padding: 6px 12px; border-bottom: 1px solid var(--line); text-align: left; vertical-align: top; }
-table.data thead th { background: #eaeef2; border-bottom: 2px solid #afb8c1; white-space: nowrap; }
+/* headers may wrap (numbers never do): a table fits the page before it scrolls */
+table.data thead th { background: #eaeef2; border-bottom: 2px solid #afb8c1; vertical-align: bottom; }
 table.data tbody tr:nth-child(even) { background: var(--zebra); }
-th.num, td.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
+th.num, td.num { text-align: right; font-variant-numeric: tabular-nums; }
+td.num { white-space: nowrap; }
 table.wide { font-size: 12.5px; }  /* many columns: fit the page instead of scrolling */
 table.wide th, table.wide td { padding: 5px 7px; }
 table.wide thead th { white-space: normal; }
