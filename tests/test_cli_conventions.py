@@ -125,3 +125,17 @@ def model_dir_tiny(tiny_model, tiny_tokenizer, tmp_path):
     folder = tmp_path / "model"
     save_model(tiny_model, tiny_tokenizer, folder)
     return folder
+
+
+def test_a_closed_stdout_pipe_ends_quietly_with_the_sigpipe_status():
+    """``lethe config list | head -1``: the reader goes away; no traceback, exit 141 as a shell tool."""
+    import subprocess
+    import sys
+
+    child = subprocess.Popen([sys.executable, "-m", "lethe", "config", "show", "goldfish"],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    child.stdout.close()  # before the child has written anything
+    stderr = child.stderr.read().decode()
+    child.wait(timeout=60)
+    assert "Traceback" not in stderr and "Broken pipe" not in stderr, stderr
+    assert child.returncode == 141

@@ -692,18 +692,34 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("error: interrupted (re-run with the same --run-dir to resume)", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        return _reader_went_away()
     except OSError as err:  # the disk, not the input: full, read-only, permissions
         where = f" ({err.filename})" if err.filename else ""
         print(f"error: {err.strerror or err}{where}", file=sys.stderr)
         return 2
-    if as_json:
-        print(outcome.as_json(_command_name(args)))
-    else:
-        for line in outcome.lines:
-            print(line)
-        if outcome.details and not args.quiet:
-            print(outcome.details)
+    try:
+        if as_json:
+            print(outcome.as_json(_command_name(args)))
+        else:
+            for line in outcome.lines:
+                print(line)
+            if outcome.details and not args.quiet:
+                print(outcome.details)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        return _reader_went_away()
     return outcome.status
+
+
+def _reader_went_away() -> int:
+    """stdout's reader closed the pipe (``lethe config list | head``): stop quietly, as a shell tool does.
+
+    stdout is pointed at /dev/null so that Python's own flush at exit does not raise a second time; the exit
+    status is the shell's for SIGPIPE (128 + 13)."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    return 141
 
 
 if __name__ == "__main__":
