@@ -6,6 +6,7 @@ preprocessing, collator and metric code on the same model and data."""
 from __future__ import annotations
 
 import copy
+import functools
 import json
 import math
 from pathlib import Path
@@ -235,18 +236,20 @@ def test_generation_follows_the_prompt_mask_and_the_models_config(chat, monkeypa
     item = encode_item(chat, Q, A, "open-unlearning")
     pad = chat.eos_token_id
     seen = []
-    real = model.generate
+    real = model.forward
 
-    def spy(**kwargs):
+    @functools.wraps(real)
+    def spy(*args, **kwargs):  # the prefill's mask (generate and lethe.audit.greedy both pass keywords)
         seen.append(kwargs["attention_mask"].tolist())
-        return real(**kwargs)
+        return real(*args, **kwargs)
 
-    monkeypatch.setattr(model, "generate", spy)
+    monkeypatch.setattr(model, "forward", spy)
     short = encode_item(chat, "Dune?", A, "open-unlearning")
     out, out_short = generate_with_model_config(model, [item.prompt_ids, short.prompt_ids],
                                                 [item.prompt_mask, short.prompt_mask], 5, pad_id=pad)
+    monkeypatch.setattr(model, "forward", real)
     width = len(item.prompt_ids) - len(short.prompt_ids)
-    assert seen == [[item.prompt_mask, [0] * width + short.prompt_mask]]  # EOS in the prompt masked, left pad 0
+    assert seen[0] == [item.prompt_mask, [0] * width + short.prompt_mask]  # EOS in the prompt masked, left pad 0
     # a manual greedy loop with the same mask and positions numbered by it (as generate does)
     ids, mask, new = list(item.prompt_ids), list(item.prompt_mask), []
     with torch.no_grad():

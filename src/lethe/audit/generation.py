@@ -34,6 +34,7 @@ from typing import Any
 import torch
 from transformers import GenerationConfig
 
+from lethe.audit.greedy import greedy_generate
 from lethe.errors import LetheError
 from lethe.progress import progress
 
@@ -181,9 +182,7 @@ def generate_continuations(model: Any, prefixes: Sequence[Sequence[int]], max_ne
         for batch in progress(_length_batches([len(p) for p in prefixes], batch_size), "generation",
                               total=len(prefixes), unit="prompts", size=len):
             input_ids, attention_mask = _left_pad([prefixes[i] for i in batch], pad_id, device)
-            output = model.generate(input_ids=input_ids, attention_mask=attention_mask,
-                                    generation_config=config)
-            new = output[:, input_ids.shape[1]:].tolist()
+            new = greedy_generate(model, input_ids, attention_mask, config)
             if not stop_at_eos and any(len(row) != max_new_tokens for row in new):
                 raise LetheError(f"generate returned {len(new[0])} new tokens instead of {max_new_tokens}")
             for k, i in enumerate(batch):
@@ -231,9 +230,9 @@ def generate_with_model_config(model: Any, prompts: Sequence[Sequence[int]], mas
             for row, i in enumerate(batch):
                 width = len(prompts[i])
                 attention_mask[row, attention_mask.shape[1] - width:] = torch.as_tensor(list(masks[i]))
-            output = model.generate(input_ids=input_ids, attention_mask=attention_mask, generation_config=config)
+            new = greedy_generate(model, input_ids, attention_mask, config)
             for row, i in enumerate(batch):
-                results[i] = output[row, input_ids.shape[1]:].tolist()
+                results[i] = new[row]
     return results
 
 
