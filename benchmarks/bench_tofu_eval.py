@@ -209,8 +209,8 @@ def _prepare(kind: str) -> Prepare:
 VARIANTS: dict[str, Prepare] = {"per_variant": _prepare("per_variant"), "shared": _prepare("shared")}
 
 
-def compare_outputs(expected: Outputs, actual: Outputs) -> dict[str, Any]:
-    """Continuous per-item values within rtol 1e-4 (→ ``identical``); argmax-derived ones compared exactly."""
+def compare_outputs(expected: Outputs, actual: Outputs, rtol: float = RTOL) -> dict[str, Any]:
+    """Continuous per-item values within ``rtol`` (→ ``identical``); argmax-derived ones compared exactly."""
     ok = set(expected) == set(actual) and bool(expected)
     max_rel: dict[str, float] = {}
     discrete: dict[str, int] = {}
@@ -222,13 +222,13 @@ def compare_outputs(expected: Outputs, actual: Outputs) -> dict[str, Any]:
         name = key.split(".", 1)[1]
         if name in CONTINUOUS:
             x, y = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
-            ok = ok and bool(np.allclose(x, y, rtol=RTOL, atol=ATOL, equal_nan=True))
+            ok = ok and bool(np.allclose(x, y, rtol=rtol, atol=ATOL, equal_nan=True))
             finite = np.isfinite(x) & np.isfinite(y)
             rel = np.abs(x[finite] - y[finite]) / np.maximum(np.abs(x[finite]), 1e-30)
             max_rel[key] = float(rel.max()) if rel.size else 0.0
         else:
             discrete[key] = sum(1 for u, v in zip(a, b, strict=True) if u != v)
-    return {"identical": ok, "rtol": RTOL, "n_values": sum(len(v) for v in expected.values()),
+    return {"identical": ok, "rtol": rtol, "n_values": sum(len(v) for v in expected.values()),
             "keys_only_in_baseline": sorted(set(expected) - set(actual)),
             "keys_only_in_variant": sorted(set(actual) - set(expected)),
             "max_rel_diff": max_rel, "max_rel_diff_overall": max(max_rel.values(), default=None),

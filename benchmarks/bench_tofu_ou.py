@@ -25,7 +25,8 @@ Data: ``--data``-less: ``/work/shared/data/tofu`` (forget01, holdout01) when pre
 world (forget10, holdout10); the first N items of every split. Generation: ``LETHE_BENCH_GEN_TOKENS`` new
 tokens (default 200, open-unlearning's ``max_new_tokens``). Timed: from the split files to every per-item
 value (model load excluded: the same for both). ``identical``: probabilities, paraphrase / perturbed
-probabilities, normalised probabilities, truth ratios and min-k scores within rtol 1e-4; the generations,
+probabilities, normalised probabilities, truth ratios and min-k scores within rtol 5e-4 (``OU_RTOL``: the
+baseline's own float32 error; see there); the generations,
 their ROUGE-L and extraction strength (argmax-derived) are compared exactly and reported as
 ``discrete_mismatches`` (padding differs between the two batchings, so a near-tie can flip a token).
 
@@ -53,6 +54,12 @@ BATCH_SIZE = 16  # lethe eval tofu's default
 OU_BATCH = 32  # open-unlearning's TOFU metric configs
 TOFU_DIR = Path("/work/shared/data/tofu")
 TARGET = 3.0
+# open-unlearning's probability is exp(−mean CrossEntropyLoss) over [B, V, T] logits (the vocabulary on the
+# strided middle dimension); PyTorch's CPU kernel sums the 49k exponentials of SmolLM2's vocabulary there with
+# a float32 error of ~1e-4 relative: TOFU forget01 item 0, mean log-probability in float64 −1.3289237, Lethe's
+# log_softmax over the contiguous vocabulary −1.3289158 (error 7.9e-6), that CrossEntropyLoss −1.3288060
+# (error 1.2e-4; on [T, V] it gives Lethe's number). rtol 5e-4 bounds the baseline's error, not Lethe's.
+OU_RTOL = 5e-4
 DISCRETE = ("extraction_strength", "rougeL_recall", "generated")
 
 Outputs = dict[str, list[Any]]
@@ -251,7 +258,8 @@ def run(spec: Spec | None = None, *, isolate: bool = True, out_path: str | None 
         name=NAME if not spec.model else f"{NAME}_{Path(spec.model).name}", module="benchmarks.bench_tofu_ou",
         description=f"TOFU eval ({forget} of {folder.name}, first {spec.n} items per split, {gen_tokens()} new "
                     "tokens): evaluate_tofu (open-unlearning protocol) vs open-unlearning's evaluator code path",
-        variants=VARIANTS, baseline="open_unlearning", optimized="lethe", spec=spec, compare=compare_outputs,
+        variants=VARIANTS, baseline="open_unlearning", optimized="lethe", spec=spec,
+        compare=lambda expected, actual: compare_outputs(expected, actual, rtol=OU_RTOL),
         target=TARGET, isolate=isolate, out_path=out_path,
         notes=["timed: split files -> every per-item value; model load and imports excluded",
                "open-unlearning: one pass per metric (cached by metric name), 32 per batch in file order, "
