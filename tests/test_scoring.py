@@ -57,6 +57,15 @@ def test_statistics_match_a_full_logit_forward(model_and_features, monkeypatch, 
         assert got.mean_nll == pytest.approx(float(-want["logp"].mean()), rel=1e-5)
 
 
+def test_without_mia_statistics_logp_and_argmax_are_the_same_numbers(model_and_features):
+    model, tokenizer, features = model_and_features
+    full = score_sequences(model, features, batch_size=3, pad_id=tokenizer.pad_token_id)
+    light = score_sequences(model, features, batch_size=3, pad_id=tokenizer.pad_token_id, mia_statistics=False)
+    for a, b in zip(full, light, strict=True):
+        assert torch.equal(a.targets, b.targets) and torch.equal(a.logp, b.logp) and torch.equal(a.argmax, b.argmax)
+        assert b.mu.isnan().all() and b.var.isnan().all() and (b.rank == -1).all()  # never silently zero
+
+
 def test_corpus_loss_is_token_weighted(model_and_features):
     model, tokenizer, features = model_and_features
     results = score_sequences(model, features, batch_size=4, pad_id=tokenizer.pad_token_id)

@@ -486,7 +486,7 @@ def evaluate_tofu(model: Any, tokenizer: Any, data_dir: str | Path, *, forget_sp
                 slot["pert"] = [add(row["question"], p) for p in row["perturbed_answer"]]
             slots[split].append(slot)
     scores = score_sequences(model, [item.feature() for item in items], batch_size=batch_size,
-                             pad_id=pad_id_of(tokenizer))
+                             pad_id=pad_id_of(tokenizer), mia_statistics=False)  # TOFU reads log p and argmax
     for index, s in enumerate(scores):
         if s.n == 0:
             raise LetheError(f"TOFU item variant {index} has no answer tokens (empty answer?)")
