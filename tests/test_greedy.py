@@ -69,9 +69,10 @@ def test_finished_rows_leave_the_batch(model64):
         hook.remove()
     assert rows_per_call[0] == 6 and rows_per_call == sorted(rows_per_call, reverse=True)
     assert rows_per_call[-1] < 6  # rows that emitted EOS were no longer decoded
-    finished = [row for row in out if any(token in eos for token in row)]
-    assert finished and all(row[row.index(next(t for t in row if t in eos)) + 1:] == [1] * (len(row) - 1 - row.index(
-        next(t for t in row if t in eos))) for row in finished)  # pad after the EOS, as generate pads
+    ends = [next(t for t, token in enumerate(row) if token in eos) for row in out if set(row) & set(eos)]
+    assert ends
+    for row, end in zip((row for row in out if set(row) & set(eos)), ends, strict=True):
+        assert row[end + 1:] == [1] * (len(row) - end - 1)  # pad after the first EOS, as generate pads
 
 
 def test_without_an_eos_in_sight_every_row_gets_max_new_tokens(model64):

@@ -27,6 +27,8 @@ from typing import Any
 import torch
 from transformers import GenerationConfig, GenerationMixin, PreTrainedModel
 
+from lethe.audit.scoring import takes_logits_to_keep
+
 # GenerationConfig fields that must hold these neutral values for the loop to equal generate's greedy search
 _NEUTRAL = {
     "do_sample": (False, None), "num_beams": (None, 1), "num_beam_groups": (None, 1), "penalty_alpha": (None,),
@@ -60,7 +62,7 @@ def supports_fast_greedy(model: Any, config: GenerationConfig) -> bool:
     for name, neutral in _NEUTRAL.items():
         if getattr(config, name, None) not in neutral:
             return False
-    return "logits_to_keep" in inspect.signature(model.forward).parameters
+    return takes_logits_to_keep(model)
 
 
 def greedy_retiring(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor, max_new_tokens: int, *,
@@ -75,18 +77,18 @@ def greedy_retiring(model: Any, input_ids: torch.Tensor, attention_mask: torch.T
     outputs: list[list[int]] = [[] for _ in range(rows)]
     alive = torch.arange(rows, device=input_ids.device)  # original row of each row still decoding
     # transformers 5.25 renamed the forward's past_key_values to cache
-    cache_arg = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+    cache_arg = "cache" if "cache" in inspect.signature(type(model).forward).parameters else "past_key_values"
     out = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=True,
                 logits_to_keep=1)
     cache = getattr(out, cache_arg)
     mask = attention_mask
     last_position = position_ids[:, -1:]
-    for _ in range(max_new_tokens):
+    for step in range(max_new_tokens):
         tokens = out.logits[:, -1, :].to(dtype=torch.float32).argmax(dim=-1)
         for row, token in zip(alive.tolist(), tokens.tolist(), strict=True):
             outputs[row].append(token)
         finished = torch.isin(tokens, eos)
-        if finished.all() or len(outputs[int(alive[0])]) == max_new_tokens:
+        if finished.all() or step == max_new_tokens - 1:
             break
         if finished.any():
             keep = (~finished).nonzero().squeeze(-1)

@@ -110,7 +110,8 @@ def _check_positions(model: Any, features: Sequence[dict[str, Sequence[int]]]) -
                          "inputs, e.g. a smaller max length, or use a model with more positions)")
 
 
-def _takes_logits_to_keep(model: Any) -> bool:
+def takes_logits_to_keep(model: Any) -> bool:
+    """Whether the model's forward takes ``logits_to_keep`` (transformers' causal LMs; not most wrappers)."""
     try:
         return "logits_to_keep" in inspect.signature(type(model).forward).parameters
     except (TypeError, ValueError):
@@ -124,7 +125,7 @@ def _supervised_logits(model: Any, input_ids: torch.Tensor, attention_mask: torc
     only those hidden states onto the vocabulary: the LM head (a 49k × 576 matmul per position for SmolLM2)
     and its [B, T, V] float32 output are skipped for prompts and padding. Other models (wrappers, PEFT):
     full logits, then the same positions."""
-    if _takes_logits_to_keep(model):
+    if takes_logits_to_keep(model):
         mask = torch.zeros_like(input_ids, dtype=torch.bool)
         mask[:, :-1] = keep
         logits = model(input_ids=input_ids, attention_mask=attention_mask, logits_to_keep=mask).logits

@@ -455,7 +455,6 @@ th.num, td.num { text-align: right; font-variant-numeric: tabular-nums; }
 td.num { white-space: nowrap; }
 table.wide { font-size: 12.5px; }  /* many columns: fit the page instead of scrolling */
 table.wide th, table.wide td { padding: 5px 7px; }
-table.wide thead th { white-space: normal; }
 tr.diff td { background: #fff8c5; }
 tr.diff td:first-child { box-shadow: inset 4px 0 0 #d4a72c; font-weight: 600; }
 table.kv th { font-weight: 600; color: var(--muted); white-space: nowrap; }
