@@ -9,7 +9,7 @@ import torch
 from transformers import GenerationConfig
 
 from lethe.audit.generation import generate_with_model_config, greedy_continue
-from lethe.audit.greedy import greedy_generate, greedy_retiring, supports_fast_greedy
+from lethe.audit.greedy import NgramDrafter, greedy_generate, greedy_retiring, supports_fast_greedy
 
 
 def _config(eos: int | list[int], max_new: int, pad: int = 0, **extra) -> GenerationConfig:
@@ -115,3 +115,42 @@ def test_protocol_entry_points_give_generates_tokens(model64):
         alone = alone[0, len(prompt):].tolist()
         assert got[:len(alone)] == alone and set(got[len(alone):]) <= {eos}
         assert short == (alone[:alone.index(eos)] if eos in alone else alone)
+
+
+def test_ngram_drafter_proposes_what_followed_the_latest_earlier_occurrence():
+    drafter = NgramDrafter([1, 2, 3, 9, 1, 2, 3, 7, 8, 5, 6, 1, 2, 3])
+    assert drafter.draft(2) == [7, 8]  # (1, 2, 3) last followed by 7, 8 (not the older 9)
+    drafter.extend([4])
+    assert drafter.draft(3) == []  # (2, 3, 4), (3, 4) and (4,) never seen before
+    drafter.extend([5])
+    assert drafter.draft(3) == [6, 1, 2]  # only the 1-gram (5,) has a successor
+    assert drafter.draft(0) == [] and NgramDrafter([]).draft(4) == []
+
+
+def test_lookahead_accepts_drafts_and_keeps_generates_tokens(model64):
+    """A random tiny model falls into loops: the drafts of its own history are accepted, so fewer forward
+    passes than tokens; the tokens are generate's, and those of the one-token-a-step loop."""
+    ids, mask = _batch(model64.config.vocab_size, [9, 4, 12, 7], seed=3)
+    eos = model64.config.vocab_size - 1  # never emitted: every row runs to the limit
+    calls: list[int] = []
+    hook = model64.model.embed_tokens.register_forward_hook(lambda m, i, o: calls.append(o.shape[1]))
+    try:
+        with torch.inference_mode():
+            fast = greedy_retiring(model64, ids, mask, 40, eos_ids={eos}, pad_id=1, lookahead=8)
+    finally:
+        hook.remove()
+    with torch.inference_mode():
+        plain = greedy_retiring(model64, ids, mask, 40, eos_ids={eos}, pad_id=1, lookahead=0)
+        expected = model64.generate(input_ids=ids, attention_mask=mask, generation_config=_config(eos, 40))
+    assert fast == plain == expected[:, ids.shape[1]:].tolist()
+    assert max(calls[1:]) > 1 and len(calls) < 40  # drafts were fed, and accepted
+
+
+def test_lookahead_rows_stop_at_eos_inside_accepted_drafts(model64):
+    ids, mask = _batch(model64.config.vocab_size, [6, 8, 5, 8, 7, 6], seed=4)
+    eos = _frequent_tokens(model64, ids, mask, 12)
+    config = _config(eos, 30, pad=1)
+    with torch.inference_mode():
+        expected = model64.generate(input_ids=ids, attention_mask=mask, generation_config=config)
+        got = greedy_retiring(model64, ids, mask, 30, eos_ids=set(eos), pad_id=1, lookahead=8, step_tokens=64)
+    assert got == expected[:, ids.shape[1]:].tolist()

@@ -50,7 +50,10 @@ class TokenScores:
         return float(-self.logp.mean()) if self.n else float("nan")
 
 
-STATS_CHUNK = 512  # target positions per statistics step: its [chunk, V] temporaries stay cache-sized
+# bytes of float32 logits per statistics step: a [chunk, V] temporary that stays in a core's L2 cache makes
+# the eight passes over it one memory pass (SmolLM2, 2,000 x 49k logits, 2 threads: 0.59 s at 512 rows a
+# step, 0.15 s at 1 MiB = 5 rows)
+STATS_CHUNK_BYTES = 1 << 20
 
 
 def _row_statistics(logits: torch.Tensor, targets: torch.Tensor, full: bool = True) -> dict[str, torch.Tensor]:
@@ -73,10 +76,11 @@ def _row_statistics(logits: torch.Tensor, targets: torch.Tensor, full: bool = Tr
 
 
 def _statistics(logits: torch.Tensor, targets: torch.Tensor, full: bool = True) -> dict[str, torch.Tensor]:
-    """:func:`_row_statistics` over chunks of :data:`STATS_CHUNK` positions (one memory pass per chunk
-    instead of one per operation over the whole batch: about 1.5x faster on a CPU)."""
-    parts = [_row_statistics(logits[i : i + STATS_CHUNK], targets[i : i + STATS_CHUNK], full)
-             for i in range(0, len(targets), STATS_CHUNK)] or [_row_statistics(logits, targets, full)]  # none
+    """:func:`_row_statistics` over chunks of :data:`STATS_CHUNK_BYTES` (one memory pass per chunk instead
+    of one per operation over the whole batch: about 4x faster on a CPU)."""
+    chunk = max(1, STATS_CHUNK_BYTES // (4 * max(1, logits.shape[-1])))
+    parts = [_row_statistics(logits[i : i + chunk], targets[i : i + chunk], full)
+             for i in range(0, len(targets), chunk)] or [_row_statistics(logits, targets, full)]  # none
     return {name: torch.cat([part[name] for part in parts]) for name in parts[0]}
 
 
@@ -135,10 +139,40 @@ def _supervised_logits(model: Any, input_ids: torch.Tensor, attention_mask: torc
     return logits[:, :-1][keep]
 
 
+def _score_shared_prompts(model: Any, features: Sequence[dict[str, Sequence[int]]], batch_size: int, pad_id: int,
+                          max_tokens: int | None, mia_statistics: bool) -> list[TokenScores]:
+    """:func:`score_sequences` with each prompt computed once (:mod:`lethe.audit.prompt_sharing`)."""
+    from lethe.audit.prompt_sharing import packed_batches
+
+    device = next(model.parameters()).device
+    dtype = next(model.parameters()).dtype
+    results: list[TokenScores | None] = [None] * len(features)
+    batches = packed_batches(features, batch_size=batch_size, max_tokens=max_tokens, pad_id=pad_id,
+                             dtype=dtype if dtype.is_floating_point else torch.float32)
+    for batch in progress(batches, "scoring", total=len(features), unit="sequences", size=lambda b: len(b.sequences)):
+        keep = batch.keep.to(device)
+        inputs = {"input_ids": batch.input_ids.to(device), "attention_mask": batch.attention_mask.to(device),
+                  "position_ids": batch.position_ids.to(device), "use_cache": False}
+        logits = None
+        if takes_logits_to_keep(model):
+            logits = model(**inputs, logits_to_keep=keep).logits
+            if logits.dim() != 2 or logits.shape[0] != int(batch.keep.sum()):
+                logits = None
+        if logits is None:
+            logits = model(**inputs).logits[keep]
+        stats = _statistics(logits[batch.gather.to(device)], batch.targets.to(device), mia_statistics)
+        host = {name: value.cpu() for name, value in stats.items()}
+        counts = [count for _, count in batch.sequences]
+        rows = {name: value.split(counts) for name, value in {"targets": batch.targets, **host}.items()}
+        for row, (index, _) in enumerate(batch.sequences):
+            results[index] = TokenScores(**{name: parts[row] for name, parts in rows.items()})
+    return results  # type: ignore[return-value]
+
+
 @torch.inference_mode()
 def score_sequences(model: Any, features: Sequence[dict[str, Sequence[int]]], *, batch_size: int = 16,
-                    pad_id: int = 0, max_tokens: int | None = None,
-                    mia_statistics: bool = True) -> list[TokenScores]:
+                    pad_id: int = 0, max_tokens: int | None = None, mia_statistics: bool = True,
+                    share_prompts: bool = False) -> list[TokenScores]:
     """Per-token statistics for each feature (``input_ids``, ``labels``, optional ``attention_mask``),
     returned in input order.
 
@@ -148,13 +182,20 @@ def score_sequences(model: Any, features: Sequence[dict[str, Sequence[int]]], *,
     silently past its context (long texts go through :func:`lethe.audit.mia_protocol.text_windows`).
     ``mia_statistics=False`` skips μ, σ² and the rank (NaN / −1 in the result): log-probabilities and argmax
     are the same numbers, at less than half the statistics' cost on a large vocabulary.
+    ``share_prompts=True``: sequences with the same prompt (the tokens before their first target) are packed
+    into one row that computes the prompt once (:mod:`lethe.audit.prompt_sharing`), where the model allows it;
+    ``batch_size`` then still bounds the sequences (so the logits) per forward pass.
     """
+    from lethe.audit.prompt_sharing import first_token_masked, supports_prompt_sharing
+
     _check_positions(model, features)
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
     results: list[TokenScores | None] = [None] * len(features)
     try:
+        if share_prompts and supports_prompt_sharing(model) and not first_token_masked(features):
+            return _score_shared_prompts(model, features, batch_size, pad_id, max_tokens, mia_statistics)
         for chunk in progress(_batches([len(f["input_ids"]) for f in features], batch_size, max_tokens), "scoring",
                               total=len(features), unit="sequences", size=len):
             width = max(len(features[i]["input_ids"]) for i in chunk)
