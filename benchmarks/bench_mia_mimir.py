@@ -21,7 +21,8 @@ Data: ``--data`` (a TOFU folder, default ``/work/shared/data/tofu`` when present
 answers of forget10, non-members = the first N of holdout10 (short texts); without TOFU, the embedded
 world's first N biographies and N held-out biographies. Timed: from the texts to every attack's scores and
 metrics (model load excluded: it is the same for both). ``identical``: every attack's per-sample score
-agrees with MIMIR's (which are the negations of Lethe's) within rtol 1e-4.
+agrees with MIMIR's (which are the negations of Lethe's) within rtol 1e-4 (Min-K%++: 1e-3, see
+``MIN_K_PP_RTOL``).
 
     python -m benchmarks.bench_mia_mimir [--quick] [--n 30] [--model smollm2-135m]
 """
@@ -46,6 +47,11 @@ QUICK_N = 6
 BATCH_SIZE = 16
 KS = (0.2, 0.4)
 RTOL = 1e-4
+# Min-K%++ divides by σ = sqrt(Σ p (log p)² − μ²), which both codes compute in float32 as a difference of two
+# sums of ~(log p)²: on a random-init model the next-token distribution is nearly uniform (σ² ~ 1e-2 against
+# (log p)² ~ 40), the subtraction cancels ~3 digits and the two reduction orders then differ by up to 1.7e-4
+# relative (the tiny model on an Intel Xeon; SmolLM2: 2.7e-6). Same formula, float32 rounding.
+MIN_K_PP_RTOL = 1e-3
 ATOL = 1e-6
 TARGET = 5.0
 BOOTSTRAP = 1000  # MIMIR get_roc_metrics: scipy.stats.bootstrap(n_resamples=1000, paired=True)
@@ -191,11 +197,13 @@ def compare_outputs(expected: Outputs, actual: Outputs) -> dict[str, Any]:
         if x.shape != y.shape:
             ok = False
             continue
-        ok = ok and bool(np.allclose(x, y, rtol=RTOL, atol=ATOL, equal_nan=True))
+        rtol = MIN_K_PP_RTOL if key.startswith("min_k_pp") else RTOL
+        ok = ok and bool(np.allclose(x, y, rtol=rtol, atol=ATOL, equal_nan=True))
         finite = np.isfinite(x) & np.isfinite(y)
         rel = np.abs(x[finite] - y[finite]) / np.maximum(np.abs(x[finite]), 1e-30)
         max_rel[key] = float(rel.max()) if rel.size else 0.0
-    return {"identical": ok, "rtol": RTOL, "n_values": sum(len(v) for v in expected.values()),
+    return {"identical": ok, "rtol": RTOL, "rtol_min_k_pp": MIN_K_PP_RTOL,
+            "n_values": sum(len(v) for v in expected.values()),
             "keys_only_in_baseline": sorted(set(expected) - set(actual)),
             "keys_only_in_variant": sorted(set(actual) - set(expected)),
             "max_rel_diff": max_rel, "max_rel_diff_overall": max(max_rel.values(), default=None)}

@@ -40,10 +40,11 @@ def _by_hand(model, feature) -> dict[str, torch.Tensor]:
             "argmax": logits[keep].argmax(-1), "rank": (logprobs > logp[:, None]).sum(-1)}
 
 
-@pytest.mark.parametrize("chunk", [scoring.STATS_CHUNK, 3])  # 3: statistics cross chunk and row borders
-def test_statistics_match_a_full_logit_forward(model_and_features, monkeypatch, chunk):
+@pytest.mark.parametrize("rows", [None, 3])  # 3 rows a chunk: statistics cross chunk and batch-row borders
+def test_statistics_match_a_full_logit_forward(model_and_features, monkeypatch, rows):
     model, tokenizer, features = model_and_features
-    monkeypatch.setattr(scoring, "STATS_CHUNK", chunk)
+    if rows is not None:
+        monkeypatch.setattr(scoring, "STATS_CHUNK_BYTES", rows * 4 * model.config.vocab_size)
     results = score_sequences(model, features, batch_size=3, pad_id=tokenizer.pad_token_id)
     assert len(results) == len(features)
     for feature, got in zip(features, results, strict=True):  # input order, not length order

@@ -1,0 +1,133 @@
+"""Prompt sharing (lethe.audit.prompt_sharing): a packed row of one prompt and its continuations gives each
+sequence's statistics as a batch-1 forward of that sequence alone does."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+from lethe.audit.prompt_sharing import packed_batches, prompt_groups, prompt_length, supports_prompt_sharing
+from lethe.audit.scoring import score_sequences
+from lethe.losses import IGNORE_INDEX
+
+NAMES = ("targets", "logp", "mu", "var", "argmax", "rank")
+
+
+@pytest.fixture
+def model64(tiny_model):
+    return copy.deepcopy(tiny_model).double().eval()
+
+
+def _feature(prompt: list[int], answer: list[int], mask: list[int] | None = None) -> dict[str, list[int]]:
+    feature = {"input_ids": prompt + answer, "labels": [IGNORE_INDEX] * len(prompt) + answer}
+    if mask is not None:
+        feature["attention_mask"] = mask
+    return feature
+
+
+def _features(vocab: int) -> list[dict[str, list[int]]]:
+    """Three prompts (7, 4 and 11 tokens) with 6, 1 and 3 answers of 1-9 tokens; the third prompt's group
+    masks a token inside the prompt and one inside an answer (open-unlearning's pad = EOS masking)."""
+    g = torch.Generator().manual_seed(0)
+
+    def tokens(n: int) -> list[int]:
+        return torch.randint(3, vocab, (n,), generator=g).tolist()
+
+    features = []
+    first, second, third = tokens(7), tokens(4), tokens(11)
+    for n in (5, 1, 9, 3, 3, 6):
+        features.append(_feature(first, tokens(n)))
+    features.append(_feature(second, tokens(8)))
+    for n in (2, 4, 7):
+        answer = tokens(n)
+        mask = [1] * len(third) + [1] * n
+        mask[5] = 0  # inside the prompt: the same in every sequence of the group
+        mask[len(third) + n // 2] = 0
+        features.append(_feature(third, answer, mask))
+    features.insert(3, _feature(second, tokens(5)))  # groups are found wherever their sequences are
+    return features
+
+
+def _alone(model, feature) -> dict[str, torch.Tensor]:
+    """The statistics of one sequence, from a plain batch-1 forward (no packing, no padding)."""
+    return {name: getattr(score_sequences(model, [feature], batch_size=1)[0], name) for name in NAMES}
+
+
+@pytest.mark.parametrize("batch_size", [16, 4, 1])
+def test_packed_rows_give_every_sequence_its_own_statistics(model64, batch_size):
+    features = _features(model64.config.vocab_size)
+    shared = score_sequences(model64, features, batch_size=batch_size, share_prompts=True)
+    for feature, got in zip(features, shared, strict=True):
+        expected = _alone(model64, feature)
+        assert torch.equal(got.targets, expected["targets"])
+        for name in ("logp", "mu", "var"):
+            torch.testing.assert_close(getattr(got, name), expected[name], rtol=1e-10, atol=1e-12)
+        assert torch.equal(got.argmax, expected["argmax"]) and torch.equal(got.rank, expected["rank"])
+
+
+def test_a_prompt_is_computed_once_per_row(model64):
+    features = _features(model64.config.vocab_size)
+    tokens: list[int] = []
+    hook = model64.model.embed_tokens.register_forward_hook(lambda m, i, o: tokens.append(o.shape[0] * o.shape[1]))
+    try:
+        score_sequences(model64, features, batch_size=16, share_prompts=True)
+    finally:
+        hook.remove()
+    alone = sum(len(f["input_ids"]) for f in features)
+    packed = 7 + 4 + 11 + sum(len(f["input_ids"]) - prompt_length(f["labels"]) for f in features)
+    assert len(tokens) == 1 and packed <= tokens[0] < alone  # one forward, each prompt once (plus padding)
+
+
+def test_groups_are_cut_to_the_batch_size_and_batches_hold_at_most_that_many_sequences(model64):
+    features = _features(model64.config.vocab_size)
+    groups = prompt_groups(features, 4)
+    assert sorted(len(g) for g in groups) == [2, 2, 3, 4]  # the 6-answer group in 4 + 2; 2 and 3 whole
+    assert sorted(i for g in groups for i in g) == list(range(len(features)))
+    batches = packed_batches(features, batch_size=4, max_tokens=None, pad_id=0, dtype=torch.float64)
+    assert all(len(b.sequences) <= 4 for b in batches)
+    assert sorted(i for b in batches for i, _ in b.sequences) == list(range(len(features)))
+
+
+def test_prompt_length_is_the_tokens_before_the_first_target():
+    assert prompt_length([IGNORE_INDEX, IGNORE_INDEX, 5, 6]) == 2
+    assert prompt_length([4, 5, 6]) == 1  # token 0 is never a target
+    assert prompt_length([IGNORE_INDEX] * 3) == 3
+
+
+def test_a_sequence_without_targets_gets_empty_statistics(model64):
+    features = _features(model64.config.vocab_size)[:2] + [{"input_ids": [5, 6, 7], "labels": [IGNORE_INDEX] * 3}]
+    scores = score_sequences(model64, features, share_prompts=True)
+    assert scores[2].n == 0 and scores[0].n == 5
+
+
+def test_models_whose_attention_a_packed_mask_would_change_are_scored_alone(model64):
+    assert supports_prompt_sharing(model64)
+    sliding = copy.deepcopy(model64)
+    sliding.config.sliding_window = 4
+    assert not supports_prompt_sharing(sliding)
+
+    class Wrapper(torch.nn.Module):
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, input_ids, attention_mask=None):
+            return self.inner(input_ids=input_ids, attention_mask=attention_mask)
+
+    wrapped = Wrapper(model64)
+    assert not supports_prompt_sharing(wrapped)
+    features = _features(model64.config.vocab_size)
+    for got, expected in zip(score_sequences(wrapped, features, share_prompts=True),
+                             score_sequences(model64, features), strict=True):
+        torch.testing.assert_close(got.logp, expected.logp, rtol=1e-10, atol=1e-12)
+
+
+def test_a_masked_first_token_falls_back_to_scoring_alone(model64):
+    feature = _feature([5, 6, 7], [8, 9], mask=[0, 1, 1, 1, 1])
+    other = _feature([5, 6, 7], [10], mask=[0, 1, 1, 1])
+    shared = score_sequences(model64, [feature, other], share_prompts=True)
+    alone = score_sequences(model64, [feature, other])
+    for got, expected in zip(shared, alone, strict=True):
+        assert torch.equal(got.logp, expected.logp)
