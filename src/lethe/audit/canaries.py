@@ -174,7 +174,7 @@ def _log_perplexities(model: Any, tokenizer: Any, prefix: str, candidates: Seque
                       batch_size: int) -> np.ndarray:
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
     scores = score_sequences(model, _features(tokenizer, prefix, candidates), batch_size=batch_size,
-                             pad_id=int(pad), share_prompts=True)  # the prefix once for all its candidates
+                             pad_id=int(pad), pack=True)  # the prefix once for all its candidates
     return np.array([s.sum_nll for s in scores], dtype=np.float64)
 
 

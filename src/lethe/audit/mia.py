@@ -339,7 +339,7 @@ def score_texts(model: Any, tokenizer: Any, per_text: Sequence[Sequence[dict[str
     """One scoring pass over every window of every text; each text's windows joined in order."""
     flat = [feature for features in per_text for feature in features]
     scores = score_sequences(model, flat, batch_size=batch_size, pad_id=_pad_id(tokenizer),
-                             max_tokens=batch_size * BATCH_ROW_TOKENS)
+                             max_tokens=batch_size * BATCH_ROW_TOKENS, pack=True)  # rows without padding
     joined, start = [], 0
     for features in per_text:
         joined.append(concat_scores(scores[start:start + len(features)]))

@@ -139,10 +139,10 @@ def _supervised_logits(model: Any, input_ids: torch.Tensor, attention_mask: torc
     return logits[:, :-1][keep]
 
 
-def _score_shared_prompts(model: Any, features: Sequence[dict[str, Sequence[int]]], batch_size: int, pad_id: int,
+def _score_packed(model: Any, features: Sequence[dict[str, Sequence[int]]], batch_size: int, pad_id: int,
                           max_tokens: int | None, mia_statistics: bool) -> list[TokenScores]:
-    """:func:`score_sequences` with each prompt computed once (:mod:`lethe.audit.prompt_sharing`)."""
-    from lethe.audit.prompt_sharing import packed_batches
+    """:func:`score_sequences` over packed rows (:mod:`lethe.audit.packing`)."""
+    from lethe.audit.packing import packed_batches
 
     device = next(model.parameters()).device
     dtype = next(model.parameters()).dtype
@@ -160,7 +160,9 @@ def _score_shared_prompts(model: Any, features: Sequence[dict[str, Sequence[int]
                 logits = None
         if logits is None:
             logits = model(**inputs).logits[keep]
-        stats = _statistics(logits[batch.gather.to(device)], batch.targets.to(device), mia_statistics)
+        if not batch.in_order:  # a shared prompt's last position predicts the first target of several sequences
+            logits = logits[batch.gather.to(device)]
+        stats = _statistics(logits, batch.targets.to(device), mia_statistics)
         host = {name: value.cpu() for name, value in stats.items()}
         counts = [count for _, count in batch.sequences]
         rows = {name: value.split(counts) for name, value in {"targets": batch.targets, **host}.items()}
@@ -172,7 +174,7 @@ def _score_shared_prompts(model: Any, features: Sequence[dict[str, Sequence[int]
 @torch.inference_mode()
 def score_sequences(model: Any, features: Sequence[dict[str, Sequence[int]]], *, batch_size: int = 16,
                     pad_id: int = 0, max_tokens: int | None = None, mia_statistics: bool = True,
-                    share_prompts: bool = False) -> list[TokenScores]:
+                    pack: bool = False) -> list[TokenScores]:
     """Per-token statistics for each feature (``input_ids``, ``labels``, optional ``attention_mask``),
     returned in input order.
 
@@ -182,11 +184,11 @@ def score_sequences(model: Any, features: Sequence[dict[str, Sequence[int]]], *,
     silently past its context (long texts go through :func:`lethe.audit.mia_protocol.text_windows`).
     ``mia_statistics=False`` skips μ, σ² and the rank (NaN / −1 in the result): log-probabilities and argmax
     are the same numbers, at less than half the statistics' cost on a large vocabulary.
-    ``share_prompts=True``: sequences with the same prompt (the tokens before their first target) are packed
-    into one row that computes the prompt once (:mod:`lethe.audit.prompt_sharing`), where the model allows it;
+    ``pack=True``: sequences are packed into rows without padding, the sequences with one prompt (the tokens
+    before their first target) behind one copy of it (:mod:`lethe.audit.packing`), where the model allows it;
     ``batch_size`` then still bounds the sequences (so the logits) per forward pass.
     """
-    from lethe.audit.prompt_sharing import first_token_masked, supports_prompt_sharing
+    from lethe.audit.packing import first_token_masked, supports_packing
 
     _check_positions(model, features)
     was_training = model.training
@@ -194,8 +196,8 @@ def score_sequences(model: Any, features: Sequence[dict[str, Sequence[int]]], *,
     device = next(model.parameters()).device
     results: list[TokenScores | None] = [None] * len(features)
     try:
-        if share_prompts and supports_prompt_sharing(model) and not first_token_masked(features):
-            return _score_shared_prompts(model, features, batch_size, pad_id, max_tokens, mia_statistics)
+        if pack and supports_packing(model) and not first_token_masked(features):
+            return _score_packed(model, features, batch_size, pad_id, max_tokens, mia_statistics)
         for chunk in progress(_batches([len(f["input_ids"]) for f in features], batch_size, max_tokens), "scoring",
                               total=len(features), unit="sequences", size=len):
             width = max(len(features[i]["input_ids"]) for i in chunk)

@@ -487,7 +487,7 @@ def evaluate_tofu(model: Any, tokenizer: Any, data_dir: str | Path, *, forget_sp
             slots[split].append(slot)
     scores = score_sequences(model, [item.feature() for item in items], batch_size=batch_size,
                              pad_id=pad_id_of(tokenizer), mia_statistics=False,  # TOFU reads log p and argmax
-                             share_prompts=True)  # a question's prompt once for its 7 answer variants
+                             pack=True)  # a question's prompt once for its 7 answer variants
     for index, s in enumerate(scores):
         if s.n == 0:
             raise LetheError(f"TOFU item variant {index} has no answer tokens (empty answer?)")

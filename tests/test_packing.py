@@ -1,4 +1,4 @@
-"""Prompt sharing (lethe.audit.prompt_sharing): a packed row of one prompt and its continuations gives each
+"""Prompt sharing (lethe.audit.packing): a packed row of one prompt and its continuations gives each
 sequence's statistics as a batch-1 forward of that sequence alone does."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import copy
 import pytest
 import torch
 
-from lethe.audit.prompt_sharing import packed_batches, prompt_groups, prompt_length, supports_prompt_sharing
+from lethe.audit.packing import packed_batches, prompt_groups, prompt_length, supports_packing
 from lethe.audit.scoring import score_sequences
 from lethe.losses import IGNORE_INDEX
 
@@ -58,7 +58,7 @@ def _alone(model, feature) -> dict[str, torch.Tensor]:
 @pytest.mark.parametrize("batch_size", [16, 4, 1])
 def test_packed_rows_give_every_sequence_its_own_statistics(model64, batch_size):
     features = _features(model64.config.vocab_size)
-    shared = score_sequences(model64, features, batch_size=batch_size, share_prompts=True)
+    shared = score_sequences(model64, features, batch_size=batch_size, pack=True)
     for feature, got in zip(features, shared, strict=True):
         expected = _alone(model64, feature)
         assert torch.equal(got.targets, expected["targets"])
@@ -72,12 +72,11 @@ def test_a_prompt_is_computed_once_per_row(model64):
     tokens: list[int] = []
     hook = model64.model.embed_tokens.register_forward_hook(lambda m, i, o: tokens.append(o.shape[0] * o.shape[1]))
     try:
-        score_sequences(model64, features, batch_size=16, share_prompts=True)
+        score_sequences(model64, features, batch_size=16, pack=True)
     finally:
         hook.remove()
-    alone = sum(len(f["input_ids"]) for f in features)
-    packed = 7 + 4 + 11 + sum(len(f["input_ids"]) - prompt_length(f["labels"]) for f in features)
-    assert len(tokens) == 1 and packed <= tokens[0] < alone  # one forward, each prompt once (plus padding)
+    packed = 7 + 4 + 11 + sum(len(f["input_ids"]) - prompt_length(f["labels"]) - 1 for f in features)
+    assert tokens == [packed]  # one forward of one row: each prompt once, no last tokens, no padding
 
 
 def test_groups_are_cut_to_the_batch_size_and_batches_hold_at_most_that_many_sequences(model64):
@@ -98,15 +97,15 @@ def test_prompt_length_is_the_tokens_before_the_first_target():
 
 def test_a_sequence_without_targets_gets_empty_statistics(model64):
     features = _features(model64.config.vocab_size)[:2] + [{"input_ids": [5, 6, 7], "labels": [IGNORE_INDEX] * 3}]
-    scores = score_sequences(model64, features, share_prompts=True)
+    scores = score_sequences(model64, features, pack=True)
     assert scores[2].n == 0 and scores[0].n == 5
 
 
 def test_models_whose_attention_a_packed_mask_would_change_are_scored_alone(model64):
-    assert supports_prompt_sharing(model64)
+    assert supports_packing(model64)
     sliding = copy.deepcopy(model64)
     sliding.config.sliding_window = 4
-    assert not supports_prompt_sharing(sliding)
+    assert not supports_packing(sliding)
 
     class Wrapper(torch.nn.Module):
         def __init__(self, inner):
@@ -117,9 +116,9 @@ def test_models_whose_attention_a_packed_mask_would_change_are_scored_alone(mode
             return self.inner(input_ids=input_ids, attention_mask=attention_mask)
 
     wrapped = Wrapper(model64)
-    assert not supports_prompt_sharing(wrapped)
+    assert not supports_packing(wrapped)
     features = _features(model64.config.vocab_size)
-    for got, expected in zip(score_sequences(wrapped, features, share_prompts=True),
+    for got, expected in zip(score_sequences(wrapped, features, pack=True),
                              score_sequences(model64, features), strict=True):
         torch.testing.assert_close(got.logp, expected.logp, rtol=1e-10, atol=1e-12)
 
@@ -127,7 +126,30 @@ def test_models_whose_attention_a_packed_mask_would_change_are_scored_alone(mode
 def test_a_masked_first_token_falls_back_to_scoring_alone(model64):
     feature = _feature([5, 6, 7], [8, 9], mask=[0, 1, 1, 1, 1])
     other = _feature([5, 6, 7], [10], mask=[0, 1, 1, 1])
-    shared = score_sequences(model64, [feature, other], share_prompts=True)
+    shared = score_sequences(model64, [feature, other], pack=True)
     alone = score_sequences(model64, [feature, other])
     for got, expected in zip(shared, alone, strict=True):
         assert torch.equal(got.logp, expected.logp)
+
+
+def test_unrelated_texts_fill_rows_instead_of_padding(model64, monkeypatch):
+    """MIA texts (every token after the first a target, no common prompt) share rows of at most ROW_TOKENS;
+    a longer text gets a row of its own; every text keeps its own statistics."""
+    import lethe.audit.packing as packing
+
+    monkeypatch.setattr(packing, "ROW_TOKENS", 24)
+    g = torch.Generator().manual_seed(1)
+    lengths = (5, 9, 3, 12, 30, 7, 7, 2, 11, 6)
+    features = []
+    for n in lengths:
+        ids = torch.randint(3, model64.config.vocab_size, (n,), generator=g).tolist()
+        features.append({"input_ids": ids, "labels": ids})
+    batches = packed_batches(features, batch_size=16, max_tokens=None, pad_id=0, dtype=torch.float64)
+    widths = [int(b.input_ids.shape[1]) for b in batches]
+    assert sum(int(b.input_ids.shape[0]) for b in batches) < len(features) and max(widths) == 29  # 30 − last
+    assert sum(int(b.input_ids.numel()) for b in batches) <= len(lengths) * max(lengths) // 2  # padded: 300
+    for feature, got in zip(features, score_sequences(model64, features, pack=True), strict=True):
+        expected = _alone(model64, feature)
+        torch.testing.assert_close(got.logp, expected["logp"], rtol=1e-10, atol=1e-12)
+        torch.testing.assert_close(got.var, expected["var"], rtol=1e-10, atol=1e-12)
+        assert torch.equal(got.rank, expected["rank"])
