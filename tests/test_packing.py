@@ -153,3 +153,17 @@ def test_unrelated_texts_fill_rows_instead_of_padding(model64, monkeypatch):
         torch.testing.assert_close(got.logp, expected["logp"], rtol=1e-10, atol=1e-12)
         torch.testing.assert_close(got.var, expected["var"], rtol=1e-10, atol=1e-12)
         assert torch.equal(got.rank, expected["rank"])
+
+
+def test_long_sequences_and_long_groups_stay_out_of_big_rows(model64, monkeypatch):
+    """A sequence longer than MAX_ROW_TOKENS is scored alone (no [L, L] mask); a group whose row would pass
+    it is cut into pieces that each repeat the prompt."""
+    import lethe.audit.packing as packing
+
+    monkeypatch.setattr(packing, "MAX_ROW_TOKENS", 20)
+    prompt = list(range(10, 16))
+    features = [_feature(prompt, list(range(30, 30 + n))) for n in (6, 6, 6)]
+    features.append({"input_ids": list(range(40, 64)), "labels": list(range(40, 64))})  # 24 > 20 tokens
+    assert [len(g) for g in prompt_groups(features[:3], 16)] == [2, 1]  # 6 + 6 + 6 = 18 fits, 6 + 18 does not
+    for feature, got in zip(features, score_sequences(model64, features, pack=True), strict=True):
+        torch.testing.assert_close(got.logp, _alone(model64, feature)["logp"], rtol=1e-10, atol=1e-12)

@@ -41,6 +41,7 @@ from lethe.losses import IGNORE_INDEX
 
 ATTENTION_TAKING_4D_MASKS = ("sdpa", "eager")
 ROW_TOKENS = 128  # rows of several groups are filled up to this many tokens (see merge_rows)
+MAX_ROW_TOKENS = 2048  # a group's row is cut beyond this (its [L, L] mask and attention grow quadratically)
 MIN_SHARED_PROMPT = 4  # a shorter common prompt (a text's first token) is not worth a long row's attention
 
 
@@ -82,13 +83,24 @@ def _mask_of(feature: dict[str, Sequence[int]]) -> list[int]:
 def prompt_groups(features: Sequence[dict[str, Sequence[int]]], most: int) -> list[list[int]]:
     """Indices of the features grouped by identical prompt (tokens and mask) of at least
     :data:`MIN_SHARED_PROMPT` tokens (shorter prompts: a group of one), in first-seen order, each group cut
-    into pieces of at most ``most`` sequences."""
+    into pieces of at most ``most`` sequences and (where sequences allow) :data:`MAX_ROW_TOKENS` tokens."""
     groups: dict[Any, list[int]] = {}
     for index, feature in enumerate(features):
         p = prompt_length(feature["labels"])
         key = (tuple(feature["input_ids"][:p]), tuple(_mask_of(feature)[:p])) if p >= MIN_SHARED_PROMPT else index
         groups.setdefault(key, []).append(index)
-    return [group[i : i + most] for group in groups.values() for i in range(0, len(group), most)]
+    pieces: list[list[int]] = []
+    for group in groups.values():
+        p, piece, tokens = prompt_length(features[group[0]]["labels"]), [], 0
+        for index in group:
+            suffix = len(features[index]["input_ids"]) - p
+            if piece and (len(piece) >= most or p + tokens + suffix > MAX_ROW_TOKENS):
+                pieces.append(piece)
+                piece, tokens = [], 0
+            piece.append(index)
+            tokens += suffix
+        pieces.append(piece)
+    return pieces
 
 
 @dataclass

@@ -188,7 +188,7 @@ def score_sequences(model: Any, features: Sequence[dict[str, Sequence[int]]], *,
     before their first target) behind one copy of it (:mod:`lethe.audit.packing`), where the model allows it;
     ``batch_size`` then still bounds the sequences (so the logits) per forward pass.
     """
-    from lethe.audit.packing import first_token_masked, supports_packing
+    from lethe.audit.packing import MAX_ROW_TOKENS, first_token_masked, supports_packing
 
     _check_positions(model, features)
     was_training = model.training
@@ -197,7 +197,20 @@ def score_sequences(model: Any, features: Sequence[dict[str, Sequence[int]]], *,
     results: list[TokenScores | None] = [None] * len(features)
     try:
         if pack and supports_packing(model) and not first_token_masked(features):
-            return _score_packed(model, features, batch_size, pad_id, max_tokens, mia_statistics)
+            # a sequence longer than a packed row goes alone: its causal mask needs no [L, L] tensor
+            long = [i for i, f in enumerate(features) if len(f["input_ids"]) > MAX_ROW_TOKENS]
+            if not long:
+                return _score_packed(model, features, batch_size, pad_id, max_tokens, mia_statistics)
+            short = [i for i, f in enumerate(features) if len(f["input_ids"]) <= MAX_ROW_TOKENS]
+            results = [None] * len(features)
+            for part, scored in ((short, _score_packed(model, [features[i] for i in short], batch_size, pad_id,
+                                                       max_tokens, mia_statistics)),
+                                 (long, score_sequences(model, [features[i] for i in long], batch_size=batch_size,
+                                                        pad_id=pad_id, max_tokens=max_tokens,
+                                                        mia_statistics=mia_statistics))):
+                for i, score in zip(part, scored, strict=True):
+                    results[i] = score
+            return results  # type: ignore[return-value]
         for chunk in progress(_batches([len(f["input_ids"]) for f in features], batch_size, max_tokens), "scoring",
                               total=len(features), unit="sequences", size=len):
             width = max(len(features[i]["input_ids"]) for i in chunk)
