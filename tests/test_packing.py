@@ -167,3 +167,23 @@ def test_long_sequences_and_long_groups_stay_out_of_big_rows(model64, monkeypatc
     assert [len(g) for g in prompt_groups(features[:3], 16)] == [2, 1]  # 6 + 6 + 6 = 18 fits, 6 + 18 does not
     for feature, got in zip(features, score_sequences(model64, features, pack=True), strict=True):
         torch.testing.assert_close(got.logp, _alone(model64, feature)["logp"], rtol=1e-10, atol=1e-12)
+
+
+def test_alibi_models_are_not_packed(model64):
+    alibi = copy.deepcopy(model64)
+    alibi.config.attn_config = {"alibi": True}  # MPT keeps it nested
+    assert not supports_packing(alibi)
+
+
+def test_a_gpt2_packs_as_it_scores_alone():
+    """Learned position embeddings read the packed row's own position ids."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(0)
+    config = GPT2Config(n_layer=2, n_embd=32, n_head=2, vocab_size=120, n_positions=64, bos_token_id=0,
+                        eos_token_id=0)
+    model = GPT2LMHeadModel(config).double().eval()
+    assert supports_packing(model)
+    features = _features(120)
+    for feature, got in zip(features, score_sequences(model, features, pack=True), strict=True):
+        torch.testing.assert_close(got.logp, _alone(model, feature)["logp"], rtol=1e-10, atol=1e-12)

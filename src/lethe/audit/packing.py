@@ -60,10 +60,19 @@ def supports_packing(model: Any) -> bool:
         return False
     if any(kind != "full_attention" for kind in getattr(config, "layer_types", None) or ()):
         return False
+    if any("alibi" in key and value for key, value in _flat_items(config.to_dict())):
+        return False  # ALiBi biases are built from the 2-D mask's cumulative positions (BLOOM, MPT, Falcon)
     try:
         return "position_ids" in inspect.signature(type(model).forward).parameters
     except (TypeError, ValueError):
         return False
+
+
+def _flat_items(settings: dict[str, Any]) -> list[tuple[str, Any]]:
+    items = []
+    for key, value in settings.items():
+        items += _flat_items(value) if isinstance(value, dict) else [(str(key), value)]
+    return items
 
 
 def prompt_length(labels: Sequence[int]) -> int:

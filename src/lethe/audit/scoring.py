@@ -8,8 +8,9 @@ Full [T × V] logits never leave the device; every MIA score (loss, zlib, min-k,
 probability derives from these statistics (DESIGN 3.6).
 
 A feature may carry its own ``attention_mask`` (0/1 per token): open-unlearning's collator masks every token
-equal to the pad id, EOS included when pad = EOS (:mod:`lethe.audit.tofu_protocol`). Position ids are never
-passed, so the model numbers positions 0..T−1 whatever the mask, as a plain ``model(**batch)`` call does.
+equal to the pad id, EOS included when pad = EOS (:mod:`lethe.audit.tofu_protocol`). Every sequence is
+numbered 0..T−1 whatever the mask, as a plain ``model(**batch)`` call does: here by not passing position
+ids, in packed rows (``pack=True``, :mod:`lethe.audit.packing`) by passing each sequence's own 0..T−1.
 """
 
 from __future__ import annotations
