@@ -113,6 +113,12 @@ def test_bad_demo_settings_name_the_key():
         load_config(UnlearnDemoConfig, None, ["methods=[gd,nope]"])
     with pytest.raises(LetheError, match="forget_split"):
         load_config(UnlearnDemoConfig, None, ["forget_split=retain90"])
+    with pytest.raises(LetheError, match=r"config: unlearn\.lr must be > 0"):  # not train.lr
+        load_config(UnlearnDemoConfig, None, ["unlearn.lr=-1"])
+    with pytest.raises(LetheError, match=r"config: train\.lr must be > 0"):
+        load_config(UnlearnDemoConfig, None, ["train.lr=-1"])
+    with pytest.raises(LetheError, match=r"unlearn\.goldfish\.k"):
+        load_config(UnlearnDemoConfig, None, ["unlearn.goldfish.k=1"])
 
 
 def test_example_unlearn_config_loads():

@@ -175,39 +175,43 @@ class TrainSettings:
     goldfish: GoldfishSettings = field(default_factory=GoldfishSettings)
     memsinks: MemSinksSettings = field(default_factory=MemSinksSettings)
 
-    def validate(self) -> None:
-        """HF / torch settings checked up front: a bad one would fail (or train NaN) after the run started."""
+    def validate(self, section: str = "train") -> None:
+        """HF / torch settings checked up front: a bad one would fail (or train NaN) after the run started.
+        ``section``: the config key these settings sit under, for the messages (the unlearn demo's ``unlearn``)."""
         if self.batch_size < 1 or self.grad_accum < 1:
-            raise LetheError("config: train.batch_size and train.grad_accum must be >= 1")
+            raise LetheError(f"config: {section}.batch_size and {section}.grad_accum must be >= 1")
         if not 0 < self.lr < math.inf:  # NaN fails too
-            raise LetheError(f"config: train.lr must be > 0 and finite, got {self.lr}")
+            raise LetheError(f"config: {section}.lr must be > 0 and finite, got {self.lr}")
         if not 0 <= self.weight_decay < math.inf:
-            raise LetheError(f"config: train.weight_decay must be >= 0 and finite, got {self.weight_decay}")
+            raise LetheError(f"config: {section}.weight_decay must be >= 0 and finite, got {self.weight_decay}")
         if not math.isfinite(self.epochs):
-            raise LetheError(f"config: train.epochs must be finite, got {self.epochs}")
+            raise LetheError(f"config: {section}.epochs must be finite, got {self.epochs}")
         if self.max_steps == 0 or self.max_steps < -1:
-            raise LetheError(f"config: train.max_steps must be > 0, or -1 to train train.epochs, got {self.max_steps}")
+            raise LetheError(f"config: {section}.max_steps must be > 0, or -1 to train {section}.epochs, "
+                             f"got {self.max_steps}")
         if self.max_steps <= 0 and self.epochs <= 0:
-            raise LetheError("config: set train.epochs > 0 or train.max_steps > 0")
-        _check_int("train.warmup_steps", self.warmup_steps, minimum=0)
-        _check_int("train.logging_steps", self.logging_steps, minimum=1)
-        _check_int("train.save_steps", self.save_steps, minimum=1)
-        _check_int("train.save_total_limit", self.save_total_limit, minimum=1)
-        _check_int("train.threads", self.threads, minimum=0)
+            raise LetheError(f"config: set {section}.epochs > 0 or {section}.max_steps > 0")
+        _check_int(f"{section}.warmup_steps", self.warmup_steps, minimum=0)
+        _check_int(f"{section}.logging_steps", self.logging_steps, minimum=1)
+        _check_int(f"{section}.save_steps", self.save_steps, minimum=1)
+        _check_int(f"{section}.save_total_limit", self.save_total_limit, minimum=1)
+        _check_int(f"{section}.threads", self.threads, minimum=0)
         if self.mixed_precision not in MIXED_PRECISION:
-            raise LetheError(f"config: train.mixed_precision must be one of {', '.join(MIXED_PRECISION)}, "
+            raise LetheError(f"config: {section}.mixed_precision must be one of {', '.join(MIXED_PRECISION)}, "
                              f"got {self.mixed_precision!r}")
         if self.mixed_precision == "fp16":
             import torch
 
             if not torch.cuda.is_available():
-                raise LetheError("config: train.mixed_precision=fp16 needs a CUDA GPU (none here); use bf16 on a CPU")
+                raise LetheError(f"config: {section}.mixed_precision=fp16 needs a CUDA GPU (none here); "
+                                 "use bf16 on a CPU")
         report_targets(self.report_to)
         schedulers = [s.value for s in SchedulerType]
         if self.scheduler not in schedulers:
-            raise LetheError(f"config: train.scheduler must be one of {', '.join(schedulers)}, got {self.scheduler!r}")
-        self.goldfish.validate()  # a bad k is an error even while goldfish is off
-        self.memsinks.validate()
+            raise LetheError(f"config: {section}.scheduler must be one of {', '.join(schedulers)}, "
+                             f"got {self.scheduler!r}")
+        self.goldfish.validate(f"{section}.goldfish")  # a bad k is an error even while goldfish is off
+        self.memsinks.validate(f"{section}.memsinks")
 
 
 MIXED_PRECISION = ("no", "bf16", "fp16")

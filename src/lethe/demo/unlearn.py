@@ -138,7 +138,7 @@ class UnlearnDemoConfig:
         if self.threads < 0:
             raise LetheError(f"config: threads must be >= 0, got {self.threads}")
         self.train.validate()
-        self.unlearn.validate()
+        self.unlearn.validate("unlearn")
         self.objective.validate()
         self.guard.validate()
         for tau in [*self.sweep_taus, *self.sweep_raw_taus]:
