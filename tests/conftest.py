@@ -27,6 +27,18 @@ PLAIN_SENTENCES = [
 ]
 
 
+
+class FullLogitsOnly(torch.nn.Module):
+    """A wrapper whose forward has no ``logits_to_keep`` (like PEFT's or WHP's): scored from full logits."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids, attention_mask=None):
+        return self.model(input_ids=input_ids, attention_mask=attention_mask)
+
+
 @pytest.fixture
 def one_thread():
     """One torch thread for the test (the CPU is shared; one thread is also fastest for models this small)."""

@@ -8,6 +8,7 @@ import copy
 import pytest
 import torch
 
+from conftest import FullLogitsOnly
 from lethe.audit.packing import packed_batches, prompt_groups, prompt_length, supports_packing
 from lethe.audit.scoring import score_sequences
 from lethe.losses import IGNORE_INDEX
@@ -107,15 +108,7 @@ def test_models_whose_attention_a_packed_mask_would_change_are_scored_alone(mode
     sliding.config.sliding_window = 4
     assert not supports_packing(sliding)
 
-    class Wrapper(torch.nn.Module):
-        def __init__(self, inner):
-            super().__init__()
-            self.inner = inner
-
-        def forward(self, input_ids, attention_mask=None):
-            return self.inner(input_ids=input_ids, attention_mask=attention_mask)
-
-    wrapped = Wrapper(model64)
+    wrapped = FullLogitsOnly(model64)
     assert not supports_packing(wrapped)
     features = _features(model64.config.vocab_size)
     for got, expected in zip(score_sequences(wrapped, features, pack=True),

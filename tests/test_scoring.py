@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from conftest import PLAIN_SENTENCES
+from conftest import PLAIN_SENTENCES, FullLogitsOnly
 from lethe.audit import scoring
 from lethe.audit.scoring import corpus_loss, score_sequences
 from lethe.losses import IGNORE_INDEX
@@ -83,17 +83,6 @@ def test_a_batch_without_supervised_tokens_gives_empty_scores(model_and_features
     assert all(r.logp.numel() == r.rank.numel() == 0 for r in results[:2])
 
 
-class _FullLogitsOnly(torch.nn.Module):
-    """A wrapper whose forward has no ``logits_to_keep`` (like PEFT's or WHP's): scored from full logits."""
-
-    def __init__(self, model):
-        super().__init__()
-        self.model = model
-
-    def forward(self, input_ids, attention_mask=None):
-        return self.model(input_ids=input_ids, attention_mask=attention_mask)
-
-
 def test_lm_head_sees_only_supervised_positions_and_wrappers_score_the_same(model_and_features):
     model, tokenizer, features = model_and_features
     rows = []
@@ -104,7 +93,7 @@ def test_lm_head_sees_only_supervised_positions_and_wrappers_score_the_same(mode
         hook.remove()
     supervised = sum(sum(label != IGNORE_INDEX for label in f["labels"][1:]) for f in features)
     assert sum(shape[0] for shape in rows) == supervised and all(len(shape) == 2 for shape in rows)
-    full = score_sequences(_FullLogitsOnly(model), features, batch_size=4, pad_id=tokenizer.pad_token_id)
+    full = score_sequences(FullLogitsOnly(model), features, batch_size=4, pad_id=tokenizer.pad_token_id)
     for a, b in zip(kept, full, strict=True):
         assert torch.equal(a.targets, b.targets) and torch.equal(a.rank, b.rank)
         torch.testing.assert_close(a.logp, b.logp, rtol=1e-5, atol=1e-6)

@@ -224,7 +224,7 @@ def batch_rows(rows: Sequence[PackedRow], pad_id: int, dtype: torch.dtype) -> Pa
 
 
 def merge_rows(rows: Sequence[PackedRow], most_sequences: int, width: int | None = None) -> list[PackedRow]:
-    """Rows of several groups, first-fit by decreasing length into rows of at most ``width`` tokens (a longer
+    """Rows of several groups, best fit by decreasing length into rows of at most ``width`` tokens (a longer
     group alone) and ``most_sequences`` sequences: short sequences without a shared prompt (MIA texts) fill
     rows instead of padding (15% of SmolLM2's tokens on 60 TOFU answers at batch 16), while a row's attention
     (quadratic in its length) stays a few percent of its linear layers."""
@@ -249,17 +249,12 @@ def packed_batches(features: Sequence[dict[str, Sequence[int]]], *, batch_size: 
     """Every feature in some batch: groups of one prompt packed into rows, rows sorted by length and batched
     with at most ``batch_size`` sequences (the same logits memory as ``batch_size`` sequences alone) and,
     given ``max_tokens``, at most that many padded tokens per batch (a longer row alone)."""
+    from lethe.audit.scoring import batches_by_length
+
     rows = merge_rows([pack_group(features, group) for group in prompt_groups(features, batch_size)], batch_size)
-    rows.sort(key=len)
-    batches: list[list[PackedRow]] = []
-    for row in rows:
-        current = batches[-1] if batches else None
-        if current is not None and sum(len(r.sequences) for r in current) + len(row.sequences) <= batch_size and (
-                max_tokens is None or len(row) * (len(current) + 1) <= max_tokens):
-            current.append(row)
-        else:
-            batches.append([row])
-    return [batch_rows(rows, pad_id, dtype) for rows in batches]
+    batches = batches_by_length([len(row) for row in rows], batch_size, max_tokens,
+                             weights=[len(row.sequences) for row in rows])
+    return [batch_rows([rows[i] for i in batch], pad_id, dtype) for batch in batches]
 
 
 def first_token_masked(features: Sequence[dict[str, Sequence[int]]]) -> bool:

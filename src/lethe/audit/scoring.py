@@ -91,13 +91,16 @@ def concat_scores(parts: Sequence[TokenScores]) -> TokenScores:
     return TokenScores(**{name: torch.cat([getattr(p, name) for p in parts]) for name in names})
 
 
-def _batches(lengths: Sequence[int], batch_size: int, max_tokens: int | None) -> list[list[int]]:
-    """Indices sorted by length, cut into batches of at most ``batch_size`` rows and, given ``max_tokens``,
-    at most that many padded tokens (a longer sequence alone)."""
+def batches_by_length(lengths: Sequence[int], batch_size: int, max_tokens: int | None,
+                   weights: Sequence[int] | None = None) -> list[list[int]]:
+    """Indices sorted by length, cut into batches of at most ``batch_size`` rows (or, given ``weights``, of
+    at most that total weight: a packed row counts its sequences) and, given ``max_tokens``, at most that
+    many padded tokens (a longer sequence alone)."""
+    weights = weights if weights is not None else [1] * len(lengths)
     order = sorted(range(len(lengths)), key=lambda i: lengths[i])
     batches: list[list[int]] = []
     for i in order:
-        if batches and len(batches[-1]) < batch_size and (
+        if batches and sum(weights[j] for j in batches[-1]) + weights[i] <= batch_size and (
                 max_tokens is None or lengths[i] * (len(batches[-1]) + 1) <= max_tokens):
             batches[-1].append(i)
         else:
@@ -123,25 +126,56 @@ def takes_logits_to_keep(model: Any) -> bool:
         return False
 
 
-def _supervised_logits(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                       keep: torch.Tensor) -> torch.Tensor:
-    """[N, V] next-token logits at the N positions whose next token is a target (``keep``: [B, T − 1]), in
-    row-major order. A model that takes a boolean ``logits_to_keep`` mask (transformers' causal LMs) projects
-    only those hidden states onto the vocabulary: the LM head (a 49k × 576 matmul per position for SmolLM2)
-    and its [B, T, V] float32 output are skipped for prompts and padding. Other models (wrappers, PEFT):
-    full logits, then the same positions."""
+def _logits_at(model: Any, positions: torch.Tensor, **inputs: Any) -> torch.Tensor:
+    """[N, V] logits at the N ``positions`` (a [B, T] boolean mask), in row-major order. A model that takes a
+    boolean ``logits_to_keep`` mask (transformers' causal LMs) projects only those hidden states onto the
+    vocabulary: the LM head (a 49k × 576 matmul per position for SmolLM2) and its [B, T, V] float32 output
+    are skipped for prompts and padding. Other models (wrappers, PEFT): full logits, then the same positions."""
     if takes_logits_to_keep(model):
-        mask = torch.zeros_like(input_ids, dtype=torch.bool)
-        mask[:, :-1] = keep
-        logits = model(input_ids=input_ids, attention_mask=attention_mask, logits_to_keep=mask).logits
-        if logits.dim() == 2 and logits.shape[0] == int(keep.sum()):
+        logits = model(**inputs, logits_to_keep=positions).logits
+        if logits.dim() == 2 and logits.shape[0] == int(positions.sum()):
             return logits
-    logits = model(input_ids=input_ids, attention_mask=attention_mask).logits
-    return logits[:, :-1][keep]
+    return model(**inputs).logits[positions]
+
+
+def _per_sequence(targets: torch.Tensor, stats: dict[str, torch.Tensor], counts: list[int]) -> list[TokenScores]:
+    """A batch's statistics (its sequences' targets one after another) cut into one TokenScores each."""
+    parts = {name: value.split(counts) for name, value in
+             {"targets": targets.cpu(), **{n: v.cpu() for n, v in stats.items()}}.items()}
+    return [TokenScores(**{name: pieces[row] for name, pieces in parts.items()}) for row in range(len(counts))]
+
+
+def _score_padded(model: Any, features: Sequence[dict[str, Sequence[int]]], batch_size: int, pad_id: int,
+                  max_tokens: int | None, mia_statistics: bool) -> list[TokenScores]:
+    """:func:`score_sequences` over right-padded, length-sorted batches of whole sequences."""
+    device = next(model.parameters()).device
+    results: list[TokenScores | None] = [None] * len(features)
+    for chunk in progress(batches_by_length([len(f["input_ids"]) for f in features], batch_size, max_tokens),
+                          "scoring", total=len(features), unit="sequences", size=len):
+        width = max(len(features[i]["input_ids"]) for i in chunk)
+        input_ids = torch.full((len(chunk), width), pad_id, dtype=torch.long)
+        labels = torch.full((len(chunk), width), IGNORE_INDEX, dtype=torch.long)
+        attention = torch.zeros((len(chunk), width), dtype=torch.long)
+        for row, index in enumerate(chunk):
+            ids = features[index]["input_ids"]
+            input_ids[row, : len(ids)] = torch.as_tensor(ids)
+            labels[row, : len(ids)] = torch.as_tensor(features[index]["labels"])
+            mask = features[index].get("attention_mask")
+            attention[row, : len(ids)] = 1 if mask is None else torch.as_tensor(mask)
+        targets = labels[:, 1:]
+        keep = targets.ne(IGNORE_INDEX)  # every row's supervised positions, taken in one gather
+        positions = torch.zeros_like(input_ids, dtype=torch.bool)
+        positions[:, :-1] = keep  # the position before each target
+        logits = _logits_at(model, positions.to(device), input_ids=input_ids.to(device),
+                            attention_mask=attention.to(device))
+        stats = _statistics(logits, targets[keep].to(device), mia_statistics)
+        for index, scores in zip(chunk, _per_sequence(targets[keep], stats, keep.sum(1).tolist()), strict=True):
+            results[index] = scores
+    return results  # type: ignore[return-value]
 
 
 def _score_packed(model: Any, features: Sequence[dict[str, Sequence[int]]], batch_size: int, pad_id: int,
-                          max_tokens: int | None, mia_statistics: bool) -> list[TokenScores]:
+                  max_tokens: int | None, mia_statistics: bool) -> list[TokenScores]:
     """:func:`score_sequences` over packed rows (:mod:`lethe.audit.packing`)."""
     from lethe.audit.packing import packed_batches
 
@@ -151,24 +185,15 @@ def _score_packed(model: Any, features: Sequence[dict[str, Sequence[int]]], batc
     batches = packed_batches(features, batch_size=batch_size, max_tokens=max_tokens, pad_id=pad_id,
                              dtype=dtype if dtype.is_floating_point else torch.float32)
     for batch in progress(batches, "scoring", total=len(features), unit="sequences", size=lambda b: len(b.sequences)):
-        keep = batch.keep.to(device)
-        inputs = {"input_ids": batch.input_ids.to(device), "attention_mask": batch.attention_mask.to(device),
-                  "position_ids": batch.position_ids.to(device), "use_cache": False}
-        logits = None
-        if takes_logits_to_keep(model):
-            logits = model(**inputs, logits_to_keep=keep).logits
-            if logits.dim() != 2 or logits.shape[0] != int(batch.keep.sum()):
-                logits = None
-        if logits is None:
-            logits = model(**inputs).logits[keep]
+        logits = _logits_at(model, batch.keep.to(device), input_ids=batch.input_ids.to(device),
+                            attention_mask=batch.attention_mask.to(device),
+                            position_ids=batch.position_ids.to(device), use_cache=False)
         if not batch.in_order:  # a shared prompt's last position predicts the first target of several sequences
             logits = logits[batch.gather.to(device)]
         stats = _statistics(logits, batch.targets.to(device), mia_statistics)
-        host = {name: value.cpu() for name, value in stats.items()}
         counts = [count for _, count in batch.sequences]
-        rows = {name: value.split(counts) for name, value in {"targets": batch.targets, **host}.items()}
-        for row, (index, _) in enumerate(batch.sequences):
-            results[index] = TokenScores(**{name: parts[row] for name, parts in rows.items()})
+        for (index, _), scores in zip(batch.sequences, _per_sequence(batch.targets, stats, counts), strict=True):
+            results[index] = scores
     return results  # type: ignore[return-value]
 
 
@@ -187,52 +212,24 @@ def score_sequences(model: Any, features: Sequence[dict[str, Sequence[int]]], *,
     are the same numbers, at less than half the statistics' cost on a large vocabulary.
     ``pack=True``: sequences are packed into rows without padding, the sequences with one prompt (the tokens
     before their first target) behind one copy of it (:mod:`lethe.audit.packing`), where the model allows it;
-    ``batch_size`` then still bounds the sequences (so the logits) per forward pass.
+    ``batch_size`` then still bounds the sequences (so the logits) per forward pass. A sequence longer than
+    :data:`lethe.audit.packing.MAX_ROW_TOKENS` is scored padded: its causal mask needs no [L, L] tensor.
     """
     from lethe.audit.packing import MAX_ROW_TOKENS, first_token_masked, supports_packing
 
     _check_positions(model, features)
+    packs = pack and supports_packing(model) and not first_token_masked(features)
+    packed = [i for i, f in enumerate(features) if packs and len(f["input_ids"]) <= MAX_ROW_TOKENS]
+    padded = sorted(set(range(len(features))) - set(packed))
     was_training = model.training
     model.eval()
-    device = next(model.parameters()).device
     results: list[TokenScores | None] = [None] * len(features)
     try:
-        if pack and supports_packing(model) and not first_token_masked(features):
-            # a sequence longer than a packed row goes alone: its causal mask needs no [L, L] tensor
-            long = [i for i, f in enumerate(features) if len(f["input_ids"]) > MAX_ROW_TOKENS]
-            if not long:
-                return _score_packed(model, features, batch_size, pad_id, max_tokens, mia_statistics)
-            short = [i for i, f in enumerate(features) if len(f["input_ids"]) <= MAX_ROW_TOKENS]
-            results = [None] * len(features)
-            for part, scored in ((short, _score_packed(model, [features[i] for i in short], batch_size, pad_id,
-                                                       max_tokens, mia_statistics)),
-                                 (long, score_sequences(model, [features[i] for i in long], batch_size=batch_size,
-                                                        pad_id=pad_id, max_tokens=max_tokens,
-                                                        mia_statistics=mia_statistics))):
-                for i, score in zip(part, scored, strict=True):
-                    results[i] = score
-            return results  # type: ignore[return-value]
-        for chunk in progress(_batches([len(f["input_ids"]) for f in features], batch_size, max_tokens), "scoring",
-                              total=len(features), unit="sequences", size=len):
-            width = max(len(features[i]["input_ids"]) for i in chunk)
-            input_ids = torch.full((len(chunk), width), pad_id, dtype=torch.long)
-            labels = torch.full((len(chunk), width), IGNORE_INDEX, dtype=torch.long)
-            attention = torch.zeros((len(chunk), width), dtype=torch.long)
-            for row, index in enumerate(chunk):
-                ids = features[index]["input_ids"]
-                input_ids[row, : len(ids)] = torch.as_tensor(ids)
-                labels[row, : len(ids)] = torch.as_tensor(features[index]["labels"])
-                mask = features[index].get("attention_mask")
-                attention[row, : len(ids)] = 1 if mask is None else torch.as_tensor(mask)
-            targets = labels[:, 1:]
-            keep = targets.ne(IGNORE_INDEX)  # every row's supervised positions, taken in one gather
-            stats = _statistics(_supervised_logits(model, input_ids.to(device), attention.to(device),
-                                                   keep.to(device)), targets[keep].to(device), mia_statistics)
-            host = {name: value.cpu() for name, value in stats.items()}
-            counts = keep.sum(1).tolist()
-            rows = {name: value.split(counts) for name, value in {"targets": targets[keep], **host}.items()}
-            for row, index in enumerate(chunk):
-                results[index] = TokenScores(**{name: parts[row] for name, parts in rows.items()})
+        for indices, score in ((packed, _score_packed), (padded, _score_padded)):
+            if indices:
+                scored = score(model, [features[i] for i in indices], batch_size, pad_id, max_tokens, mia_statistics)
+                for i, scores in zip(indices, scored, strict=True):
+                    results[i] = scores
     finally:
         model.train(was_training)
     return results  # type: ignore[return-value]
